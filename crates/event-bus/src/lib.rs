@@ -1,0 +1,31 @@
+//! rtcplane's event bus: the one CloudEvents-shaped [`Event`] envelope every subsystem publishes, and the
+//! [`Bus`] that carries it.
+//!
+//! Two backends share one API. `memory` keeps everything in the process: a bounded broadcast where a slow
+//! subscriber loses the oldest events (and [`metrics`] say how many) while publishers never block. `redis`
+//! adds cross-process delivery over Redis pub/sub on one long-lived RESP3 connection that reconnects with
+//! backoff and resubscribes by itself; local subscribers still receive local events even while Redis is down.
+//!
+//! This crate is not a durable queue: delivery is at most once. Durable fan-out (the webhook outbox) is built
+//! on top of it elsewhere. It knows nothing of subsystems beyond the strings they publish.
+
+mod bus;
+mod event;
+mod filter;
+mod metrics;
+mod redis_backend;
+
+pub use bus::{Backend, Bus, BusConfig, Health, Publisher, Subscription};
+pub use event::{Event, EventError, SPEC_VERSION};
+pub use filter::{FilterError, TypeFilter};
+
+/// Errors of the bus itself (not of a single publish, which never fails).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Redis URL could not be parsed or names an unsupported scheme.
+    #[error("invalid Redis URL for the bus: {0}")]
+    RedisUrl(#[source] redis::RedisError),
+    /// Creating the Redis connection manager failed.
+    #[error("cannot set up the Redis connection of the bus: {0}")]
+    RedisSetup(#[source] redis::RedisError),
+}
