@@ -7,8 +7,14 @@ pub(crate) const SUBSCRIBERS: &str = "rtcplane_bus_subscribers";
 pub(crate) const REDIS_CONNECTED: &str = "rtcplane_bus_redis_connected";
 pub(crate) const REDIS_RECONNECTS: &str = "rtcplane_bus_redis_reconnects_total";
 
-/// Registers descriptions so `/metrics` explains every series.
+/// Registers descriptions so `/metrics` explains every series, and shows the loss counters at 0 from the
+/// start (a dashboard sees "no loss", not "no data").
 pub(crate) fn describe() {
+    for reason in ["lagged", "redis_queue_full", "redis_unavailable", "malformed"] {
+        metrics::counter!(DROPPED, "reason" => reason).increment(0);
+    }
+    metrics::counter!(PUBLISHED).increment(0);
+    metrics::gauge!(SUBSCRIBERS).increment(0.0);
     metrics::describe_counter!(PUBLISHED, "Events published on the bus by this node.");
     metrics::describe_counter!(
         DROPPED,

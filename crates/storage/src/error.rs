@@ -73,6 +73,24 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// The Redis URL is not usable.
+    #[error("invalid Redis URL {url:?}: {source}")]
+    RedisUrl {
+        /// The URL, redacted.
+        url: String,
+        /// Why redis rejected it.
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// A Redis command failed.
+    #[error("redis {op} failed: {source}")]
+    Redis {
+        /// The operation.
+        op: &'static str,
+        /// What Redis (or the connection) reported.
+        #[source]
+        source: ::redis::RedisError,
+    },
     /// An operation took longer than allowed.
     #[error("storage {op} timed out after {after:?}")]
     Timeout {

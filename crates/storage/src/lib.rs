@@ -1,6 +1,7 @@
 //! rtcplane's storage layer: one [`Storage`] handle over a sqlx pool for SQLite (the embedded default),
 //! PostgreSQL or MySQL/MariaDB, chosen by the URL's scheme; the migrations of each backend, embedded in the
-//! binary; and the repositories shared by subsystems (for now, the cluster's node registry).
+//! binary; the repositories shared by subsystems (for now, the cluster's node registry); and the shared
+//! [`Redis`] connection of `[redis] url`.
 //!
 //! Subsystem crates write their own queries against [`Storage::pool`] with [`with_pool!`], using `?`
 //! placeholders that [`Storage::sql`] rewrites for PostgreSQL. This crate knows no subsystem and owns no
@@ -10,6 +11,7 @@ mod connect;
 mod error;
 mod migrate;
 mod nodes;
+mod redis;
 mod url;
 
 #[cfg(feature = "testing")]
@@ -22,6 +24,7 @@ pub use connect::ConnectOptions;
 pub use error::Error;
 pub use migrate::{MigrationReport, SchemaStatus};
 pub use nodes::{NodeRecord, Nodes};
+pub use redis::Redis;
 pub use url::redact_url;
 
 /// Which database server a pool talks to.

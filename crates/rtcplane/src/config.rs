@@ -1,0 +1,530 @@
+//! The one configuration tree: built-in defaults < TOML file < `RTCPLANE__SECTION__KEY` environment.
+//!
+//! Every struct denies unknown keys, so a typo is an error naming the key (`turn.enabld`), never a silently
+//! ignored setting; a wrong type names the key and the type expected. The whole tree is validated before
+//! anything is started or bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment prefix; `RTCPLANE__HTTP__ADMIN_LISTEN` sets `http.admin_listen`.
+pub(crate) const ENV_PREFIX: &str = "RTCPLANE";
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    /// This node's id in events and in the cluster's node registry; defaults to the host name.
+    pub(crate) node_id: String,
+    /// How long a graceful shutdown may take before the rest is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) http: HttpConfig,
+    pub(crate) storage: StorageConfig,
+    pub(crate) redis: RedisConfig,
+    pub(crate) bus: BusConfig,
+    pub(crate) log: LogConfig,
+    pub(crate) turn: PlannedSubsystem,
+    pub(crate) sip_agent: PlannedSubsystem,
+    pub(crate) hooks: PlannedSubsystem,
+    pub(crate) rooms: PlannedSubsystem,
+    pub(crate) webhooks: PlannedSubsystem,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: default_node_id(),
+            shutdown_grace: Duration::from_secs(10),
+            http: HttpConfig::default(),
+            storage: StorageConfig::default(),
+            redis: RedisConfig::default(),
+            bus: BusConfig::default(),
+            log: LogConfig::default(),
+            turn: PlannedSubsystem::default(),
+            sip_agent: PlannedSubsystem::default(),
+            hooks: PlannedSubsystem::default(),
+            rooms: PlannedSubsystem::default(),
+            webhooks: PlannedSubsystem::default(),
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    if host.is_empty() { "rtcplane".into() } else { host }
+}
+
+/// `[http]`: the two listeners.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HttpConfig {
+    /// Public API (Loop rooms, inbound hooks, TURN REST credentials).
+    pub(crate) public_listen: SocketAddr,
+    /// Admin API, health, metrics, events; keep it on loopback or a private network.
+    pub(crate) admin_listen: SocketAddr,
+    /// Largest request body accepted, in bytes (413 above).
+    pub(crate) max_body_bytes: usize,
+    /// Longest a request may take to produce its response (503 after).
+    #[serde(with = "humantime_serde")]
+    pub(crate) request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            public_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[storage]`: the main database.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct StorageConfig {
+    /// `sqlite:PATH`, `postgres://…` or `mysql://…` (MySQL and MariaDB).
+    pub(crate) url: String,
+    /// Most connections in the pool.
+    pub(crate) max_connections: u32,
+    /// How long to keep trying to connect at start (then exit non-zero).
+    #[serde(with = "humantime_serde")]
+    pub(crate) connect_timeout: Duration,
+    /// Apply pending migrations when `serve` starts (else refuse to start on an old schema).
+    pub(crate) migrate_on_start: bool,
+    /// How often this node records itself in the node registry.
+    #[serde(with = "humantime_serde")]
+    pub(crate) heartbeat_interval: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite:./data/rtcplane.db".into(),
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(10),
+            migrate_on_start: true,
+            heartbeat_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[redis]`: the shared Redis, optional.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`; empty for none.
+    pub(crate) url: String,
+    /// Bound on each command and connection attempt.
+    #[serde(with = "humantime_serde")]
+    pub(crate) timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Which transport the bus uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BusBackend {
+    Memory,
+    Redis,
+}
+
+/// `[bus]`: the event bus.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct BusConfig {
+    /// `memory` (this process) or `redis` (every node sharing `redis.url`).
+    pub(crate) backend: BusBackend,
+    /// Events buffered per subscriber before a slow one loses the oldest.
+    pub(crate) capacity: usize,
+    /// Redis pub/sub channel of the cluster's bus.
+    pub(crate) channel: String,
+    /// How often the bus checks its Redis link.
+    #[serde(with = "humantime_serde")]
+    pub(crate) ping_interval: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            backend: BusBackend::Memory,
+            capacity: 1024,
+            channel: "rtcplane:bus".into(),
+            ping_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogConfig {
+    /// A tracing filter: `info`, `debug`, or per target, `info,rtcplane_event_bus=debug`.
+    pub(crate) level: String,
+    /// `text` or `json`.
+    pub(crate) format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The section of a subsystem whose crate has not landed yet: it has its `enabled` switch (so operators and
+/// the config checker already see the section), and enabling it is a config error until the crate lands and
+/// replaces this type with its own `Config`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PlannedSubsystem {
+    /// Run this subsystem.
+    pub(crate) enabled: bool,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct ConfigError {
+    /// Dotted key (`turn.enabld`), when the error is about one.
+    pub(crate) key: Option<String>,
+    message: String,
+}
+
+impl ConfigError {
+    fn at(key: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        let key = key.into();
+        Self {
+            message: format!("config key `{key}`: {message}"),
+            key: Some(key),
+        }
+    }
+
+    fn general(message: impl Into<String>) -> Self {
+        Self {
+            key: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment, and validates the result.
+    pub(crate) fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, env)
+    }
+
+    /// [`Config::load`] with the environment given (tests cannot safely change the process environment).
+    pub(crate) fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::general(format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(PathBuf::from(path))
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let raw = builder.build().map_err(|e| ConfigError::general(clean_config_crate_error(&e)))?;
+        let config: Config = serde_path_to_error::deserialize(raw).map_err(path_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id.trim().is_empty() || self.node_id.len() > 200 {
+            return Err(ConfigError::at("node_id", "must be 1 to 200 characters"));
+        }
+        if self.node_id.chars().any(|c| c.is_control() || c == '/' || c.is_whitespace()) {
+            return Err(ConfigError::at("node_id", "must not contain spaces, control characters or `/`"));
+        }
+        if self.shutdown_grace.is_zero() {
+            return Err(ConfigError::at("shutdown_grace", "must be more than 0s"));
+        }
+        if self.http.public_listen == self.http.admin_listen && self.http.public_listen.port() != 0 {
+            return Err(ConfigError::at(
+                "http.admin_listen",
+                format!("is the same address as http.public_listen ({})", self.http.public_listen),
+            ));
+        }
+        if self.http.max_body_bytes == 0 {
+            return Err(ConfigError::at("http.max_body_bytes", "must be more than 0"));
+        }
+        if self.http.request_timeout.is_zero() {
+            return Err(ConfigError::at("http.request_timeout", "must be more than 0s"));
+        }
+        if let Err(e) = rtcplane_storage::Backend::from_url(&self.storage.url) {
+            return Err(ConfigError::at("storage.url", e));
+        }
+        if self.storage.max_connections == 0 {
+            return Err(ConfigError::at("storage.max_connections", "must be at least 1"));
+        }
+        if self.storage.heartbeat_interval < Duration::from_secs(1) {
+            return Err(ConfigError::at("storage.heartbeat_interval", "must be at least 1s"));
+        }
+        if !self.redis.url.is_empty() && !matches!(self.redis.url.split(':').next(), Some("redis" | "rediss" | "redis+unix" | "unix")) {
+            return Err(ConfigError::at(
+                "redis.url",
+                format!(
+                    "{:?} is not a Redis URL (redis://host:port[/db])",
+                    rtcplane_storage::redact_url(&self.redis.url)
+                ),
+            ));
+        }
+        if self.bus.backend == BusBackend::Redis && self.redis.url.is_empty() {
+            return Err(ConfigError::at("bus.backend", "is `redis` but `redis.url` is empty"));
+        }
+        if self.bus.capacity == 0 {
+            return Err(ConfigError::at("bus.capacity", "must be at least 1"));
+        }
+        if self.bus.channel.is_empty() {
+            return Err(ConfigError::at("bus.channel", "must not be empty"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(ConfigError::at("log.level", format!("{e} (try `info`, `debug`, `info,rtcplane=debug`)")));
+        }
+        for (name, section, what) in [
+            ("turn", &self.turn, "the TURN relay"),
+            ("sip_agent", &self.sip_agent, "the SIP registrar agent"),
+            ("hooks", &self.hooks, "the hook gateway"),
+            ("rooms", &self.rooms, "the rooms service"),
+            ("webhooks", &self.webhooks, "outbound webhooks"),
+        ] {
+            if section.enabled {
+                return Err(ConfigError::at(
+                    format!("{name}.enabled"),
+                    format!("{what} is not part of this rtcplane build yet; set it to false"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with every secret hidden.
+    pub(crate) fn to_redacted_toml(&self) -> String {
+        let mut value = match toml::Value::try_from(self) {
+            Ok(v) => v,
+            Err(e) => return format!("# cannot render the configuration: {e}\n"),
+        };
+        redact(&mut value, "");
+        toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+}
+
+/// Hides values of keys that carry secrets: any key whose name contains `password`, `secret`, `token` or
+/// `api_key` is replaced, and passwords inside `*url`/`*urls` values are masked.
+fn redact(value: &mut toml::Value, key: &str) {
+    let lower = key.to_ascii_lowercase();
+    let secret = ["password", "secret", "token", "api_key", "apikey"].iter().any(|s| lower.contains(s));
+    let url = lower.ends_with("url") || lower.ends_with("urls");
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                redact(v, k);
+            }
+        }
+        toml::Value::Array(items) => {
+            for v in items {
+                redact(v, key);
+            }
+        }
+        toml::Value::String(s) if secret && !s.is_empty() => *s = "<redacted>".into(),
+        toml::Value::String(s) if url => *s = rtcplane_storage::redact_url(s),
+        _ => {}
+    }
+}
+
+/// Turns a serde error with its path into a message naming the dotted key.
+fn path_error(e: serde_path_to_error::Error<config::ConfigError>) -> ConfigError {
+    let path = e.path().to_string();
+    let inner = clean_config_crate_error(e.inner());
+    // serde reports an unknown key at its parent: "unknown field `enabld`, expected `enabled`".
+    if let Some(rest) = inner.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let key = if path == "." || path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+            let expected = expected.trim_start_matches(", ");
+            let hint = if expected.is_empty() { String::new() } else { format!(" ({expected})") };
+            return ConfigError::at(key, format!("unknown key{hint}"));
+        }
+    }
+    if path == "." || path.is_empty() {
+        ConfigError::general(inner)
+    } else {
+        ConfigError::at(path, inner)
+    }
+}
+
+/// The config crate appends its own origin/key decorations; keep the message readable.
+fn clean_config_crate_error(e: &config::ConfigError) -> String {
+    e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rtcplane.toml");
+        std::fs::write(&path, toml).expect("write");
+        Config::load_from(
+            Some(&path),
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    fn err(toml: &str, env: &[(&str, &str)]) -> ConfigError {
+        load(toml, env).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let c = Config::load_from(None, Vec::new()).expect("defaults");
+        assert_eq!(c.http.public_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.http.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.storage.url, "sqlite:./data/rtcplane.db");
+        assert_eq!(c.bus.backend, BusBackend::Memory);
+        assert!(c.redis.url.is_empty());
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn layers_file_then_env() {
+        let c = load(
+            "[http]\nadmin_listen = \"127.0.0.1:9191\"\npublic_listen = \"127.0.0.1:8181\"\n[log]\nformat = \"json\"\n",
+            &[("RTCPLANE__HTTP__ADMIN_LISTEN", "127.0.0.1:9292"), ("RTCPLANE__STORAGE__MAX_CONNECTIONS", "3"),
+              ("RTCPLANE__STORAGE__MIGRATE_ON_START", "false"), ("RTCPLANE__SHUTDOWN_GRACE", "3s"),
+              ("RTCPLANE_CONFIG", "ignored: single underscore"), ("OTHER__HTTP__X", "ignored")],
+        )
+        .expect("valid");
+        assert_eq!(c.http.admin_listen.to_string(), "127.0.0.1:9292", "env wins over file");
+        assert_eq!(c.http.public_listen.to_string(), "127.0.0.1:8181", "file wins over default");
+        assert_eq!(c.storage.max_connections, 3);
+        assert!(!c.storage.migrate_on_start);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = err("[turn]\nenabld = true\n", &[]);
+        assert_eq!(e.key.as_deref(), Some("turn.enabld"), "{e}");
+        assert!(e.to_string().contains("turn.enabld"), "{e}");
+        assert!(e.to_string().contains("unknown key"), "{e}");
+
+        let e = err("", &[("RTCPLANE__HTTP__ADMIN_LISTN", "127.0.0.1:1")]);
+        assert_eq!(e.key.as_deref(), Some("http.admin_listn"), "{e}");
+
+        let e = err("colour = \"blue\"\n", &[]);
+        assert_eq!(e.key.as_deref(), Some("colour"), "{e}");
+
+        let e = err("[tunr]\nenabled = false\n", &[]);
+        assert_eq!(e.key.as_deref(), Some("tunr"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_name_key_and_type() {
+        let e = err("[storage]\nmax_connections = \"many\"\n", &[]);
+        assert_eq!(e.key.as_deref(), Some("storage.max_connections"), "{e}");
+        assert!(e.to_string().contains("u32") || e.to_string().contains("integer"), "{e}");
+
+        let e = err("[http]\nadmin_listen = \"localhost\"\n", &[]);
+        assert_eq!(e.key.as_deref(), Some("http.admin_listen"), "{e}");
+        assert!(e.to_string().contains("socket address"), "{e}");
+
+        let e = err("[turn]\nenabled = \"yes please\"\n", &[]);
+        assert_eq!(e.key.as_deref(), Some("turn.enabled"), "{e}");
+
+        let e = err("shutdown_grace = \"soon\"\n", &[]);
+        assert_eq!(e.key.as_deref(), Some("shutdown_grace"), "{e}");
+
+        let e = err("[bus]\nbackend = \"kafka\"\n", &[]);
+        assert_eq!(e.key.as_deref(), Some("bus.backend"), "{e}");
+        assert!(e.to_string().contains("memory"), "{e}");
+    }
+
+    #[test]
+    fn semantic_checks_name_the_key() {
+        for (toml, key) in [
+            ("[storage]\nurl = \"oracle://x\"\n", "storage.url"),
+            ("[bus]\nbackend = \"redis\"\n", "bus.backend"),
+            ("[redis]\nurl = \"http://x\"\n", "redis.url"),
+            ("[log]\nlevel = \"loud=[\"\n", "log.level"),
+            ("[http]\npublic_listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7000\"\n", "http.admin_listen"),
+            ("node_id = \"a b\"\n", "node_id"),
+            ("[turn]\nenabled = true\n", "turn.enabled"),
+            ("[sip_agent]\nenabled = true\n", "sip_agent.enabled"),
+        ] {
+            let e = err(toml, &[]);
+            assert_eq!(e.key.as_deref(), Some(key), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_and_missing_files_are_reported() {
+        let e = err("[http\n", &[]);
+        assert!(e.to_string().contains("rtcplane.toml"), "{e}");
+        let e = Config::load_from(Some(Path::new("/nonexistent/rtcplane.toml")), Vec::new()).expect_err("missing");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn redaction_hides_secrets() {
+        let c = load(
+            "[storage]\nurl = \"postgres://app:hunter2@db/rtc\"\n[redis]\nurl = \"redis://:sekrit@127.0.0.1:6379\"\n",
+            &[],
+        )
+        .expect("valid");
+        let out = c.to_redacted_toml();
+        assert!(!out.contains("hunter2") && !out.contains("sekrit"), "{out}");
+        assert!(out.contains("postgres://app:***@db/rtc"), "{out}");
+        let mut v: toml::Value = toml::from_str("[a]\napi_key = \"k\"\nsecrets = [\"s1\", \"s2\"]\nname = \"n\"\n").expect("toml");
+        redact(&mut v, "");
+        let s = v.to_string();
+        assert!(!s.contains("\"k\"") && !s.contains("s1") && s.contains("\"n\""), "{s}");
+    }
+}

@@ -1,0 +1,28 @@
+//! `GET /api/v1/openapi.json`: the admin API described with utoipa from the handlers themselves.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "rtcplane admin API", description = "Health, readiness, metrics, events and cluster state of an rtcplane node."),
+    paths(
+        super::admin::healthz,
+        super::admin::readyz,
+        super::admin::metrics,
+        super::admin::nodes,
+        super::sse::events,
+        document,
+    ),
+    components(schemas(super::error::ErrorBody, super::error::ErrorDetail, crate::readiness::Report, crate::readiness::CheckResult)),
+    tags((name = "health"), (name = "observability"), (name = "events"), (name = "cluster"), (name = "meta"))
+)]
+pub(crate) struct AdminApi;
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub(crate) async fn document() -> Json<utoipa::openapi::OpenApi> {
+    let mut doc = AdminApi::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    Json(doc)
+}

@@ -1,0 +1,56 @@
+//! The subsystem contract (DESIGN.md §Subsystem contract), owned by the binary.
+//!
+//! Each subsystem crate exposes a `Config` (serde, `deny_unknown_fields`, defaults, `enabled`), a start
+//! function taking that config, the bus, the storage and a shutdown token, and, where it serves HTTP, axum
+//! routers. The binary adapts each into a [`Started`]: routers to mount and a readiness probe. Only enabled
+//! subsystems are started; a disabled one opens no port and spawns no task, because its start function is
+//! never called.
+//!
+//! No subsystem crate has landed yet: their config sections exist (see `config::PlannedSubsystem`) and
+//! enabling one is a config error. Each subsystem issue adds its arm to [`start_enabled`].
+
+use rtcplane_event_bus::Bus;
+use rtcplane_storage::{Redis, Storage};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::readiness::Probe;
+
+/// What the binary hands a subsystem at start.
+#[derive(Clone, Debug)]
+#[allow(dead_code)] // read by subsystem adapters as they land
+pub(crate) struct Context {
+    pub(crate) bus: Bus,
+    pub(crate) storage: Storage,
+    pub(crate) redis: Option<Redis>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+/// A running subsystem, as the binary sees it.
+#[allow(dead_code)] // constructed by subsystem adapters as they land
+pub(crate) struct Started {
+    /// Its name, as in its config section (`turn`, `sip_agent`, …); also its readiness check's name.
+    pub(crate) name: &'static str,
+    /// Routes for the public listener.
+    pub(crate) public: Option<axum::Router>,
+    /// Routes for the admin listener (under `/api/v1/<name>/…` or `/rpc`).
+    pub(crate) admin: Option<axum::Router>,
+    /// Its readiness.
+    pub(crate) ready: Probe,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Starts every enabled subsystem, in a fixed order, under `ctx.shutdown`.
+pub(crate) async fn start_enabled(config: &Config, ctx: &Context) -> anyhow::Result<Vec<Started>> {
+    let started = Vec::new();
+    // Config validation has refused `enabled = true` for every subsystem not in this build.
+    let _ = (config, ctx);
+    Ok(started)
+}
