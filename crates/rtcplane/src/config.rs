@@ -136,7 +136,7 @@ impl Default for RedisConfig {
 
 /// Which transport the bus uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub(crate) enum BusBackend {
     Memory,
     Redis,
@@ -170,7 +170,7 @@ impl Default for BusConfig {
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub(crate) enum LogFormat {
     Text,
     Json,
@@ -385,7 +385,14 @@ fn path_error(e: serde_path_to_error::Error<config::ConfigError>) -> ConfigError
     // serde reports an unknown key at its parent: "unknown field `enabld`, expected `enabled`".
     if let Some(rest) = inner.strip_prefix("unknown field `") {
         if let Some((field, expected)) = rest.split_once('`') {
-            let key = if path == "." || path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+            // The path already ends at the unknown key when the config crate walked into it.
+            let key = if path == "." || path.is_empty() {
+                field.to_owned()
+            } else if path == field || path.ends_with(&format!(".{field}")) {
+                path.clone()
+            } else {
+                format!("{path}.{field}")
+            };
             let expected = expected.trim_start_matches(", ");
             let hint = if expected.is_empty() { String::new() } else { format!(" ({expected})") };
             return ConfigError::at(key, format!("unknown key{hint}"));
@@ -398,10 +405,37 @@ fn path_error(e: serde_path_to_error::Error<config::ConfigError>) -> ConfigError
     }
 }
 
-/// The config crate appends its own origin/key decorations; keep the message readable.
+/// The config crate appends ` for key `x`` to messages; the key is named by us, so drop the repetition.
 fn clean_config_crate_error(e: &config::ConfigError) -> String {
-    e.to_string()
+    let text = e.to_string();
+    match text.rfind(" for key `") {
+        Some(i) if text.ends_with('`') => text[..i].to_owned(),
+        _ => text,
+    }
 }
+
+/// Enum keys parse from strings with a message listing the values accepted.
+macro_rules! string_enum {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                match s.as_str() {
+                    $($name => Ok(Self::$variant),)+
+                    _ => Err(format!("{s:?} is not one of: {}", [$($name),+].join(", "))),
+                }
+            }
+        }
+        impl From<$ty> for String {
+            fn from(v: $ty) -> String {
+                match v { $($ty::$variant => $name.to_owned(),)+ }
+            }
+        }
+    };
+}
+
+string_enum!(BusBackend { Memory => "memory", Redis => "redis" });
+string_enum!(LogFormat { Text => "text", Json => "json" });
 
 #[cfg(test)]
 mod tests {
@@ -454,7 +488,7 @@ mod tests {
         let e = err("[turn]\nenabld = true\n", &[]);
         assert_eq!(e.key.as_deref(), Some("turn.enabld"), "{e}");
         assert!(e.to_string().contains("turn.enabld"), "{e}");
-        assert!(e.to_string().contains("unknown key"), "{e}");
+        assert!(e.to_string().contains("unknown key (expected `enabled`)"), "{e}");
 
         let e = err("", &[("RTCPLANE__HTTP__ADMIN_LISTN", "127.0.0.1:1")]);
         assert_eq!(e.key.as_deref(), Some("http.admin_listn"), "{e}");
@@ -484,7 +518,8 @@ mod tests {
 
         let e = err("[bus]\nbackend = \"kafka\"\n", &[]);
         assert_eq!(e.key.as_deref(), Some("bus.backend"), "{e}");
-        assert!(e.to_string().contains("memory"), "{e}");
+        assert!(e.to_string().contains("memory, redis"), "{e}");
+        assert!(!e.to_string().contains("for key"), "{e}");
     }
 
     #[test]
@@ -510,6 +545,59 @@ mod tests {
         assert!(e.to_string().contains("rtcplane.toml"), "{e}");
         let e = Config::load_from(Some(Path::new("/nonexistent/rtcplane.toml")), Vec::new()).expect_err("missing");
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    /// `config/default.toml` lists every key (keys with computed defaults as a commented `# key = …` line),
+    /// each right after a comment line, with exactly the built-in default values.
+    #[test]
+    fn default_toml_documents_every_key_with_its_default() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/default.toml"))
+            .expect("config/default.toml");
+        let mut prev_is_comment = false;
+        let mut uncommented = String::new();
+        for line in text.lines() {
+            let t = line.trim();
+            let commented_key = t.strip_prefix("# ").filter(|r| r.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')));
+            let is_key = commented_key.is_some() || (!t.is_empty() && !t.starts_with('#') && !t.starts_with('['));
+            if is_key {
+                assert!(prev_is_comment, "config/default.toml: `{t}` needs a one-line comment above it");
+            }
+            prev_is_comment = t.starts_with('#') && commented_key.is_none();
+            uncommented.push_str(commented_key.unwrap_or(line));
+            uncommented.push('\n');
+        }
+        let documented: toml::Value = toml::from_str(&uncommented).expect("valid TOML");
+        let mut defaults = toml::Value::try_from(Config::default()).expect("serializable");
+        let mut documented = documented;
+        // Computed defaults: only the key must be there.
+        for v in [&mut defaults, &mut documented] {
+            if let Some(t) = v.as_table_mut() {
+                t.insert("node_id".into(), toml::Value::String("computed".into()));
+            }
+        }
+        assert_eq!(flatten(&documented), flatten(&defaults), "config/default.toml differs from the built-in defaults");
+        // And the file as shipped loads.
+        Config::load_from(Some(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/default.toml"))), Vec::new())
+            .expect("default.toml is valid");
+    }
+
+    fn flatten(v: &toml::Value) -> std::collections::BTreeMap<String, String> {
+        fn walk(prefix: &str, v: &toml::Value, out: &mut std::collections::BTreeMap<String, String>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        walk(&key, v, out);
+                    }
+                }
+                other => {
+                    out.insert(prefix.to_owned(), other.to_string());
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk("", v, &mut out);
+        out
     }
 
     #[test]
