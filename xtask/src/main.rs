@@ -1,1 +1,76 @@
-fn main(){}
+//! rtcplane's build system, run as `cargo xtask <task>` (see `.cargo/config.toml`). Logic lives here, not in
+//! shell scripts or a Makefile.
+//!
+//! - `ci`: what `.ci/run` runs: services up, `cargo fmt --check`, clippy with `-D warnings`, the shipped config
+//!   checked by the binary, then every test of the workspace against the real PostgreSQL, MariaDB and Redis.
+//! - `services`: check (and, where this machine has the commands, start) PostgreSQL, MariaDB and Redis.
+
+mod services;
+#[cfg(test)]
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(&root),
+        Some("services") => services::ensure(),
+        Some("test") => test(&root),
+        _ => {
+            bail!(
+                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis"
+            )
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn ci(root: &Path) -> anyhow::Result<()> {
+    services::ensure()?;
+    step(root, "cargo fmt --check", "cargo", &["fmt", "--all", "--", "--check"])?;
+    step(
+        root,
+        "cargo clippy",
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
+    )?;
+    step(root, "build rtcplane", "cargo", &["build", "--locked", "-p", "rtcplane"])?;
+    let bin = root.join("target/debug/rtcplane");
+    step(
+        root,
+        "rtcplane check-config config/default.toml",
+        bin.to_str().context("non-UTF-8 path")?,
+        &["check-config", "--config", "config/default.toml"],
+    )?;
+    test(root)
+}
+
+fn test(root: &Path) -> anyhow::Result<()> {
+    step(root, "cargo test", "cargo", &["test", "--workspace", "--locked", "--no-fail-fast"])
+}
+
+fn step(root: &Path, name: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("==> {name}");
+    let started = std::time::Instant::now();
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .env("CI", std::env::var("CI").unwrap_or_else(|_| "true".into()))
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    eprintln!("<== {name}: {status} in {:.1}s", started.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
