@@ -5,6 +5,13 @@
 //!   checked by the binary, then every test of the workspace against the real PostgreSQL, MariaDB and Redis.
 //! - `services`: check (and, where this machine has the commands, start) PostgreSQL, MariaDB and Redis.
 
+// The build system spawns processes, waits with std time and talks to the terminal.
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    clippy::print_stderr
+)]
+
 mod services;
 #[cfg(test)]
 mod tidy;
@@ -37,14 +44,32 @@ fn workspace_root() -> PathBuf {
 
 fn ci(root: &Path) -> anyhow::Result<()> {
     services::ensure()?;
-    step(root, "cargo fmt --check", "cargo", &["fmt", "--all", "--", "--check"])?;
+    step(
+        root,
+        "cargo fmt --check",
+        "cargo",
+        &["fmt", "--all", "--", "--check"],
+    )?;
     step(
         root,
         "cargo clippy",
         "cargo",
-        &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
-    step(root, "build rtcplane", "cargo", &["build", "--locked", "-p", "rtcplane"])?;
+    step(
+        root,
+        "build rtcplane",
+        "cargo",
+        &["build", "--locked", "-p", "rtcplane"],
+    )?;
     let bin = root.join("target/debug/rtcplane");
     step(
         root,
@@ -56,7 +81,12 @@ fn ci(root: &Path) -> anyhow::Result<()> {
 }
 
 fn test(root: &Path) -> anyhow::Result<()> {
-    step(root, "cargo test", "cargo", &["test", "--workspace", "--locked", "--no-fail-fast"])
+    step(
+        root,
+        "cargo test",
+        "cargo",
+        &["test", "--workspace", "--locked", "--no-fail-fast"],
+    )
 }
 
 fn step(root: &Path, name: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
@@ -68,7 +98,10 @@ fn step(root: &Path, name: &str, program: &str, args: &[&str]) -> anyhow::Result
         .env("CI", std::env::var("CI").unwrap_or_else(|_| "true".into()))
         .status()
         .with_context(|| format!("cannot run {program}"))?;
-    eprintln!("<== {name}: {status} in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "<== {name}: {status} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     if !status.success() {
         bail!("{name} failed ({status})");
     }

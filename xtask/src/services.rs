@@ -19,19 +19,40 @@ const SERVICES: &[Service] = &[
     Service {
         name: "PostgreSQL",
         addr: "127.0.0.1:5432",
-        start: &["sh", "-c", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n1) main start"],
+        start: &[
+            "sh",
+            "-c",
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n1) main start",
+        ],
     },
     Service {
         name: "MariaDB",
         addr: "127.0.0.1:3306",
-        start: &["start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd"],
+        start: &[
+            "start-stop-daemon",
+            "--start",
+            "--oknodo",
+            "--background",
+            "--exec",
+            "/usr/sbin/mariadbd",
+        ],
     },
     Service {
         name: "Redis",
         addr: "127.0.0.1:6379",
         start: &[
-            "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-            "--appendonly", "no",
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
         ],
     },
 ];
@@ -63,11 +84,18 @@ pub(crate) fn ensure() -> anyhow::Result<()> {
             missing.push(format!("{} ({})", s.name, s.addr));
         }
     }
-    if Command::new("redis-server").arg("--version").output().is_err() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         missing.push("the redis-server binary (tests run private Redis servers)".into());
     }
     if !missing.is_empty() {
-        bail!("services the tests need are not available: {}", missing.join(", "));
+        bail!(
+            "services the tests need are not available: {}",
+            missing.join(", ")
+        );
     }
     Ok(())
 }

@@ -146,10 +146,10 @@ impl Bus {
         metrics::counter!(m::PUBLISHED).increment(1);
         // No local subscriber is not an error: the event still goes to Redis.
         let _ = self.inner.local.send(event.clone());
-        if let Some(link) = &self.inner.redis {
-            if link.outbound.try_send(event).is_err() {
-                metrics::counter!(m::DROPPED, "reason" => "redis_queue_full").increment(1);
-            }
+        if let Some(link) = &self.inner.redis
+            && link.outbound.try_send(event).is_err()
+        {
+            metrics::counter!(m::DROPPED, "reason" => "redis_queue_full").increment(1);
         }
     }
 
@@ -259,8 +259,12 @@ mod tests {
         let mut all = bus.subscribe(TypeFilter::all());
         let mut turn = bus.subscribe(TypeFilter::parse("turn.*").expect("filter"));
         let p = bus.publisher("sip");
-        p.publish("sip.registration.changed", Some("7".into()), json!({"status": 1}))
-            .expect("publish");
+        p.publish(
+            "sip.registration.changed",
+            Some("7".into()),
+            json!({"status": 1}),
+        )
+        .expect("publish");
         bus.publisher("turn")
             .publish("turn.allocation.created", None, json!({}))
             .expect("publish");
@@ -268,7 +272,10 @@ mod tests {
             all.recv().await.expect("event").ty,
             "sip.registration.changed"
         );
-        assert_eq!(all.recv().await.expect("event").ty, "turn.allocation.created");
+        assert_eq!(
+            all.recv().await.expect("event").ty,
+            "turn.allocation.created"
+        );
         let t = turn.recv().await.expect("event");
         assert_eq!(t.ty, "turn.allocation.created");
         assert_eq!(t.source, "/rtcplane/n1/turn");
@@ -299,7 +306,11 @@ mod tests {
     #[tokio::test]
     async fn invalid_type_is_refused() {
         let bus = Bus::memory("n1", 4);
-        assert!(bus.publisher("x").publish("Bad Type", None, json!(null)).is_err());
+        assert!(
+            bus.publisher("x")
+                .publish("Bad Type", None, json!(null))
+                .is_err()
+        );
         assert_eq!(bus.health().backend, "memory");
         assert!(bus.health().connected);
     }

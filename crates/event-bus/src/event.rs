@@ -42,7 +42,9 @@ pub struct Event {
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
     /// The type is not dotted lowercase ASCII.
-    #[error("invalid event type {0:?}: expected dotted lowercase words such as `turn.allocation.created`")]
+    #[error(
+        "invalid event type {0:?}: expected dotted lowercase words such as `turn.allocation.created`"
+    )]
     InvalidType(String),
     /// The bytes are not a valid event envelope.
     #[error("malformed event envelope: {0}")]
@@ -155,9 +157,15 @@ mod tests {
     #[test]
     fn rejects_bad_types_and_envelopes() {
         for ty in ["", "Turn.x", "turn..x", ".turn", "turn.", "turn x", "1turn"] {
-            assert!(Event::new("n", "s", ty, None, serde_json::Value::Null).is_err(), "{ty:?}");
+            assert!(
+                Event::new("n", "s", ty, None, serde_json::Value::Null).is_err(),
+                "{ty:?}"
+            );
         }
-        assert!(matches!(Event::from_json(b"{"), Err(EventError::Malformed(_))));
+        assert!(matches!(
+            Event::from_json(b"{"),
+            Err(EventError::Malformed(_))
+        ));
         let mut e = Event::new("n", "s", "a.b", None, serde_json::Value::Null).expect("event");
         e.specversion = "0.3".into();
         assert!(matches!(

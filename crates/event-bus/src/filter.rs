@@ -47,9 +47,9 @@ impl TypeFilter {
         for p in patterns {
             let p = p.as_ref();
             if p.is_empty()
-                || !p.chars().all(|c| {
-                    c.is_ascii_alphanumeric() || matches!(c, '.' | '*' | '?' | '_' | '-')
-                })
+                || !p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '*' | '?' | '_' | '-'))
             {
                 return Err(FilterError {
                     pattern: p.to_owned(),
@@ -106,7 +106,11 @@ mod tests {
         check("turn.*", "turn.allocation.created", true);
         check("turn.*", "turnx.allocation", false);
         check("turn.*", "sip.registration.changed", false);
-        check("turn.*, sip.registration.changed", "sip.registration.changed", true);
+        check(
+            "turn.*, sip.registration.changed",
+            "sip.registration.changed",
+            true,
+        );
         check("*.created", "rooms.room.created", true);
         check("hooks.stream.?ublished", "hooks.stream.published", true);
         check("rooms.room.created", "rooms.room.created.extra", false);

@@ -10,7 +10,12 @@ pub(crate) const REDIS_RECONNECTS: &str = "rtcplane_bus_redis_reconnects_total";
 /// Registers descriptions so `/metrics` explains every series, and shows the loss counters at 0 from the
 /// start (a dashboard sees "no loss", not "no data").
 pub(crate) fn describe() {
-    for reason in ["lagged", "redis_queue_full", "redis_unavailable", "malformed"] {
+    for reason in [
+        "lagged",
+        "redis_queue_full",
+        "redis_unavailable",
+        "malformed",
+    ] {
         metrics::counter!(DROPPED, "reason" => reason).increment(0);
     }
     metrics::counter!(PUBLISHED).increment(0);

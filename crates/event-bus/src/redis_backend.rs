@@ -70,9 +70,17 @@ pub(crate) fn spawn(
     state: Arc<LinkState>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let info = cfg.url.as_str().into_connection_info().map_err(Error::RedisUrl)?;
-    let redis_settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-    let client = redis::Client::open(info.set_redis_settings(redis_settings)).map_err(Error::RedisUrl)?;
+    let info = cfg
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(Error::RedisUrl)?;
+    let redis_settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let client =
+        redis::Client::open(info.set_redis_settings(redis_settings)).map_err(Error::RedisUrl)?;
 
     let (push_tx, push_rx) = mpsc::channel::<PushInfo>(cfg.capacity);
     let manager_config = ConnectionManagerConfig::new()
@@ -93,7 +101,13 @@ pub(crate) fn spawn(
         .map_err(Error::RedisSetup)?;
     state.down("not connected yet".into());
 
-    tokio::spawn(keeper(conn.clone(), cfg.channel.clone(), cfg.ping_interval, state.clone(), shutdown.clone()));
+    tokio::spawn(keeper(
+        conn.clone(),
+        cfg.channel.clone(),
+        cfg.ping_interval,
+        state.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(publisher(conn, cfg.channel, outbound, shutdown.clone()));
     tokio::spawn(receiver(push_rx, cfg.node, local, state, shutdown));
     Ok(())

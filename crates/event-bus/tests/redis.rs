@@ -1,6 +1,9 @@
 //! The Redis backend against real Redis servers: two bus instances in two processes, and a private
 //! `redis-server` that is stopped and restarted under a live bus.
 
+// Tests spawn real processes and poll real servers with std time.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -75,7 +78,12 @@ async fn child_process_entry() -> anyhow::Result<()> {
 async fn two_processes_exchange_events() -> anyhow::Result<()> {
     let channel = format!("rtcplane:test:{}", uuid_like());
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["--exact", "child_process_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_process_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &channel)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -86,10 +94,10 @@ async fn two_processes_exchange_events() -> anyhow::Result<()> {
     std::thread::spawn(move || {
         let mut ready_tx = Some(ready_tx);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("READY") {
-                if let Some(tx) = ready_tx.take() {
-                    let _ = tx.send(());
-                }
+            if line.contains("READY")
+                && let Some(tx) = ready_tx.take()
+            {
+                let _ = tx.send(());
             }
         }
     });
@@ -141,13 +149,18 @@ async fn survives_redis_restart_and_resubscribes() -> anyhow::Result<()> {
     wait_connected(&b, Duration::from_secs(10)).await?;
 
     a.publisher("test").publish("test.before", None, json!(1))?;
-    let got = tokio::time::timeout(Duration::from_secs(5), on_b.recv()).await?.context("closed")?;
+    let got = tokio::time::timeout(Duration::from_secs(5), on_b.recv())
+        .await?
+        .context("closed")?;
     assert_eq!(got.ty, "test.before");
 
     server.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while a.health().connected || b.health().connected {
-        assert!(tokio::time::Instant::now() < deadline, "link never noticed Redis was gone");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "link never noticed Redis was gone"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(a.health().error.is_some());
@@ -183,7 +196,16 @@ struct PrivateRedis(Child);
 impl PrivateRedis {
     fn start(port: u16) -> anyhow::Result<Self> {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -220,7 +242,10 @@ fn uuid_like() -> String {
 
 fn rand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn wait_child(child: &mut Child, within: Duration) -> anyhow::Result<std::process::ExitStatus> {

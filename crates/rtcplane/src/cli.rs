@@ -10,7 +10,13 @@ use clap::{Parser, Subcommand};
 #[command(name = "rtcplane", version, about, long_about = None)]
 pub(crate) struct Cli {
     /// TOML config file (defaults are built in; `RTCPLANE__SECTION__KEY` overrides either).
-    #[arg(long, short = 'c', global = true, env = "RTCPLANE_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "RTCPLANE_CONFIG",
+        value_name = "FILE"
+    )]
     pub(crate) config: Option<PathBuf>,
 
     #[command(subcommand)]

@@ -55,7 +55,11 @@ impl Default for Config {
 
 fn default_node_id() -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    if host.is_empty() { "rtcplane".into() } else { host }
+    if host.is_empty() {
+        "rtcplane".into()
+    } else {
+        host
+    }
 }
 
 /// `[http]`: the two listeners.
@@ -268,7 +272,9 @@ impl Config {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let raw = builder.build().map_err(|e| ConfigError::general(clean_config_crate_error(&e)))?;
+        let raw = builder
+            .build()
+            .map_err(|e| ConfigError::general(clean_config_crate_error(&e)))?;
         let config: Config = serde_path_to_error::deserialize(raw).map_err(path_error)?;
         config.validate()?;
         Ok(config)
@@ -279,34 +285,62 @@ impl Config {
         if self.node_id.trim().is_empty() || self.node_id.len() > 200 {
             return Err(ConfigError::at("node_id", "must be 1 to 200 characters"));
         }
-        if self.node_id.chars().any(|c| c.is_control() || c == '/' || c.is_whitespace()) {
-            return Err(ConfigError::at("node_id", "must not contain spaces, control characters or `/`"));
+        if self
+            .node_id
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c.is_whitespace())
+        {
+            return Err(ConfigError::at(
+                "node_id",
+                "must not contain spaces, control characters or `/`",
+            ));
         }
         if self.shutdown_grace.is_zero() {
             return Err(ConfigError::at("shutdown_grace", "must be more than 0s"));
         }
-        if self.http.public_listen == self.http.admin_listen && self.http.public_listen.port() != 0 {
+        if self.http.public_listen == self.http.admin_listen && self.http.public_listen.port() != 0
+        {
             return Err(ConfigError::at(
                 "http.admin_listen",
-                format!("is the same address as http.public_listen ({})", self.http.public_listen),
+                format!(
+                    "is the same address as http.public_listen ({})",
+                    self.http.public_listen
+                ),
             ));
         }
         if self.http.max_body_bytes == 0 {
-            return Err(ConfigError::at("http.max_body_bytes", "must be more than 0"));
+            return Err(ConfigError::at(
+                "http.max_body_bytes",
+                "must be more than 0",
+            ));
         }
         if self.http.request_timeout.is_zero() {
-            return Err(ConfigError::at("http.request_timeout", "must be more than 0s"));
+            return Err(ConfigError::at(
+                "http.request_timeout",
+                "must be more than 0s",
+            ));
         }
         if let Err(e) = rtcplane_storage::Backend::from_url(&self.storage.url) {
             return Err(ConfigError::at("storage.url", e));
         }
         if self.storage.max_connections == 0 {
-            return Err(ConfigError::at("storage.max_connections", "must be at least 1"));
+            return Err(ConfigError::at(
+                "storage.max_connections",
+                "must be at least 1",
+            ));
         }
         if self.storage.heartbeat_interval < Duration::from_secs(1) {
-            return Err(ConfigError::at("storage.heartbeat_interval", "must be at least 1s"));
+            return Err(ConfigError::at(
+                "storage.heartbeat_interval",
+                "must be at least 1s",
+            ));
         }
-        if !self.redis.url.is_empty() && !matches!(self.redis.url.split(':').next(), Some("redis" | "rediss" | "redis+unix" | "unix")) {
+        if !self.redis.url.is_empty()
+            && !matches!(
+                self.redis.url.split(':').next(),
+                Some("redis" | "rediss" | "redis+unix" | "unix")
+            )
+        {
             return Err(ConfigError::at(
                 "redis.url",
                 format!(
@@ -316,7 +350,10 @@ impl Config {
             ));
         }
         if self.bus.backend == BusBackend::Redis && self.redis.url.is_empty() {
-            return Err(ConfigError::at("bus.backend", "is `redis` but `redis.url` is empty"));
+            return Err(ConfigError::at(
+                "bus.backend",
+                "is `redis` but `redis.url` is empty",
+            ));
         }
         if self.bus.capacity == 0 {
             return Err(ConfigError::at("bus.capacity", "must be at least 1"));
@@ -325,7 +362,10 @@ impl Config {
             return Err(ConfigError::at("bus.channel", "must not be empty"));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
-            return Err(ConfigError::at("log.level", format!("{e} (try `info`, `debug`, `info,rtcplane=debug`)")));
+            return Err(ConfigError::at(
+                "log.level",
+                format!("{e} (try `info`, `debug`, `info,rtcplane=debug`)"),
+            ));
         }
         for (name, section, what) in [
             ("turn", &self.turn, "the TURN relay"),
@@ -351,7 +391,8 @@ impl Config {
             Err(e) => return format!("# cannot render the configuration: {e}\n"),
         };
         redact(&mut value, "");
-        toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+        toml::to_string_pretty(&value)
+            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
     }
 }
 
@@ -359,7 +400,9 @@ impl Config {
 /// `api_key` is replaced, and passwords inside `*url`/`*urls` values are masked.
 fn redact(value: &mut toml::Value, key: &str) {
     let lower = key.to_ascii_lowercase();
-    let secret = ["password", "secret", "token", "api_key", "apikey"].iter().any(|s| lower.contains(s));
+    let secret = ["password", "secret", "token", "api_key", "apikey"]
+        .iter()
+        .any(|s| lower.contains(s));
     let url = lower.ends_with("url") || lower.ends_with("urls");
     match value {
         toml::Value::Table(t) => {
@@ -383,20 +426,24 @@ fn path_error(e: serde_path_to_error::Error<config::ConfigError>) -> ConfigError
     let path = e.path().to_string();
     let inner = clean_config_crate_error(e.inner());
     // serde reports an unknown key at its parent: "unknown field `enabld`, expected `enabled`".
-    if let Some(rest) = inner.strip_prefix("unknown field `") {
-        if let Some((field, expected)) = rest.split_once('`') {
-            // The path already ends at the unknown key when the config crate walked into it.
-            let key = if path == "." || path.is_empty() {
-                field.to_owned()
-            } else if path == field || path.ends_with(&format!(".{field}")) {
-                path.clone()
-            } else {
-                format!("{path}.{field}")
-            };
-            let expected = expected.trim_start_matches(", ");
-            let hint = if expected.is_empty() { String::new() } else { format!(" ({expected})") };
-            return ConfigError::at(key, format!("unknown key{hint}"));
-        }
+    if let Some(rest) = inner.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        // The path already ends at the unknown key when the config crate walked into it.
+        let key = if path == "." || path.is_empty() {
+            field.to_owned()
+        } else if path == field || path.ends_with(&format!(".{field}")) {
+            path.clone()
+        } else {
+            format!("{path}.{field}")
+        };
+        let expected = expected.trim_start_matches(", ");
+        let hint = if expected.is_empty() {
+            String::new()
+        } else {
+            format!(" ({expected})")
+        };
+        return ConfigError::at(key, format!("unknown key{hint}"));
     }
     if path == "." || path.is_empty() {
         ConfigError::general(inner)
@@ -475,8 +522,16 @@ mod tests {
               ("RTCPLANE_CONFIG", "ignored: single underscore"), ("OTHER__HTTP__X", "ignored")],
         )
         .expect("valid");
-        assert_eq!(c.http.admin_listen.to_string(), "127.0.0.1:9292", "env wins over file");
-        assert_eq!(c.http.public_listen.to_string(), "127.0.0.1:8181", "file wins over default");
+        assert_eq!(
+            c.http.admin_listen.to_string(),
+            "127.0.0.1:9292",
+            "env wins over file"
+        );
+        assert_eq!(
+            c.http.public_listen.to_string(),
+            "127.0.0.1:8181",
+            "file wins over default"
+        );
         assert_eq!(c.storage.max_connections, 3);
         assert!(!c.storage.migrate_on_start);
         assert_eq!(c.log.format, LogFormat::Json);
@@ -488,7 +543,10 @@ mod tests {
         let e = err("[turn]\nenabld = true\n", &[]);
         assert_eq!(e.key.as_deref(), Some("turn.enabld"), "{e}");
         assert!(e.to_string().contains("turn.enabld"), "{e}");
-        assert!(e.to_string().contains("unknown key (expected `enabled`)"), "{e}");
+        assert!(
+            e.to_string().contains("unknown key (expected `enabled`)"),
+            "{e}"
+        );
 
         let e = err("", &[("RTCPLANE__HTTP__ADMIN_LISTN", "127.0.0.1:1")]);
         assert_eq!(e.key.as_deref(), Some("http.admin_listn"), "{e}");
@@ -504,7 +562,10 @@ mod tests {
     fn wrong_types_name_key_and_type() {
         let e = err("[storage]\nmax_connections = \"many\"\n", &[]);
         assert_eq!(e.key.as_deref(), Some("storage.max_connections"), "{e}");
-        assert!(e.to_string().contains("u32") || e.to_string().contains("integer"), "{e}");
+        assert!(
+            e.to_string().contains("u32") || e.to_string().contains("integer"),
+            "{e}"
+        );
 
         let e = err("[http]\nadmin_listen = \"localhost\"\n", &[]);
         assert_eq!(e.key.as_deref(), Some("http.admin_listen"), "{e}");
@@ -529,7 +590,10 @@ mod tests {
             ("[bus]\nbackend = \"redis\"\n", "bus.backend"),
             ("[redis]\nurl = \"http://x\"\n", "redis.url"),
             ("[log]\nlevel = \"loud=[\"\n", "log.level"),
-            ("[http]\npublic_listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7000\"\n", "http.admin_listen"),
+            (
+                "[http]\npublic_listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7000\"\n",
+                "http.admin_listen",
+            ),
             ("node_id = \"a b\"\n", "node_id"),
             ("[turn]\nenabled = true\n", "turn.enabled"),
             ("[sip_agent]\nenabled = true\n", "sip_agent.enabled"),
@@ -543,7 +607,8 @@ mod tests {
     fn syntax_errors_and_missing_files_are_reported() {
         let e = err("[http\n", &[]);
         assert!(e.to_string().contains("rtcplane.toml"), "{e}");
-        let e = Config::load_from(Some(Path::new("/nonexistent/rtcplane.toml")), Vec::new()).expect_err("missing");
+        let e = Config::load_from(Some(Path::new("/nonexistent/rtcplane.toml")), Vec::new())
+            .expect_err("missing");
         assert!(e.to_string().contains("does not exist"), "{e}");
     }
 
@@ -551,16 +616,25 @@ mod tests {
     /// each right after a comment line, with exactly the built-in default values.
     #[test]
     fn default_toml_documents_every_key_with_its_default() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/default.toml"))
-            .expect("config/default.toml");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/default.toml"
+        ))
+        .expect("config/default.toml");
         let mut prev_is_comment = false;
         let mut uncommented = String::new();
         for line in text.lines() {
             let t = line.trim();
-            let commented_key = t.strip_prefix("# ").filter(|r| r.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')));
-            let is_key = commented_key.is_some() || (!t.is_empty() && !t.starts_with('#') && !t.starts_with('['));
+            let commented_key = t
+                .strip_prefix("# ")
+                .filter(|r| r.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')));
+            let is_key = commented_key.is_some()
+                || (!t.is_empty() && !t.starts_with('#') && !t.starts_with('['));
             if is_key {
-                assert!(prev_is_comment, "config/default.toml: `{t}` needs a one-line comment above it");
+                assert!(
+                    prev_is_comment,
+                    "config/default.toml: `{t}` needs a one-line comment above it"
+                );
             }
             prev_is_comment = t.starts_with('#') && commented_key.is_none();
             uncommented.push_str(commented_key.unwrap_or(line));
@@ -575,18 +649,36 @@ mod tests {
                 t.insert("node_id".into(), toml::Value::String("computed".into()));
             }
         }
-        assert_eq!(flatten(&documented), flatten(&defaults), "config/default.toml differs from the built-in defaults");
+        assert_eq!(
+            flatten(&documented),
+            flatten(&defaults),
+            "config/default.toml differs from the built-in defaults"
+        );
         // And the file as shipped loads.
-        Config::load_from(Some(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/default.toml"))), Vec::new())
-            .expect("default.toml is valid");
+        Config::load_from(
+            Some(Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../config/default.toml"
+            ))),
+            Vec::new(),
+        )
+        .expect("default.toml is valid");
     }
 
     fn flatten(v: &toml::Value) -> std::collections::BTreeMap<String, String> {
-        fn walk(prefix: &str, v: &toml::Value, out: &mut std::collections::BTreeMap<String, String>) {
+        fn walk(
+            prefix: &str,
+            v: &toml::Value,
+            out: &mut std::collections::BTreeMap<String, String>,
+        ) {
             match v {
                 toml::Value::Table(t) => {
                     for (k, v) in t {
-                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
                         walk(&key, v, out);
                     }
                 }
@@ -610,9 +702,14 @@ mod tests {
         let out = c.to_redacted_toml();
         assert!(!out.contains("hunter2") && !out.contains("sekrit"), "{out}");
         assert!(out.contains("postgres://app:***@db/rtc"), "{out}");
-        let mut v: toml::Value = toml::from_str("[a]\napi_key = \"k\"\nsecrets = [\"s1\", \"s2\"]\nname = \"n\"\n").expect("toml");
+        let mut v: toml::Value =
+            toml::from_str("[a]\napi_key = \"k\"\nsecrets = [\"s1\", \"s2\"]\nname = \"n\"\n")
+                .expect("toml");
         redact(&mut v, "");
         let s = v.to_string();
-        assert!(!s.contains("\"k\"") && !s.contains("s1") && s.contains("\"n\""), "{s}");
+        assert!(
+            !s.contains("\"k\"") && !s.contains("s1") && s.contains("\"n\""),
+            "{s}"
+        );
     }
 }

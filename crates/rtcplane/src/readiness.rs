@@ -26,7 +26,9 @@ pub(crate) struct Readiness {
 impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.checks.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("Readiness").field("checks", &names).finish_non_exhaustive()
+        f.debug_struct("Readiness")
+            .field("checks", &names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,13 +127,19 @@ mod tests {
     async fn names_what_is_down_and_drains() {
         let r = Readiness::new(vec![
             ("storage".into(), probe(|| async { Ok(()) })),
-            ("redis".into(), probe(|| async { Err("connection refused".into()) })),
+            (
+                "redis".into(),
+                probe(|| async { Err("connection refused".into()) }),
+            ),
         ]);
         let rep = r.report().await;
         assert!(!rep.ready);
         assert_eq!(rep.status, "unavailable");
         assert_eq!(rep.down, vec!["redis".to_owned()]);
-        assert_eq!(rep.checks["redis"].error.as_deref(), Some("connection refused"));
+        assert_eq!(
+            rep.checks["redis"].error.as_deref(),
+            Some("connection refused")
+        );
 
         let ok = Readiness::new(vec![("storage".into(), probe(|| async { Ok(()) }))]);
         assert!(ok.report().await.ready);

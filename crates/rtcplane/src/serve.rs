@@ -61,7 +61,10 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let redis = if config.redis.url.is_empty() {
         None
     } else {
-        Some(Redis::connect_lazy(&config.redis.url, config.redis.timeout)?)
+        Some(Redis::connect_lazy(
+            &config.redis.url,
+            config.redis.timeout,
+        )?)
     };
 
     let shutdown = CancellationToken::new();
@@ -137,7 +140,12 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         started_at: chrono::Utc::now().timestamp_millis(),
         last_seen: 0,
     };
-    tasks.spawn(heartbeat(storage.clone(), record.clone(), config.storage.heartbeat_interval, shutdown.clone()));
+    tasks.spawn(heartbeat(
+        storage.clone(),
+        record.clone(),
+        config.storage.heartbeat_interval,
+        shutdown.clone(),
+    ));
     let cluster = bus.publisher("cluster");
     let _ = cluster.publish(
         "cluster.node.started",
@@ -150,7 +158,11 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let signal = wait_for_signal().await;
     tracing::info!(signal, grace = ?config.shutdown_grace, "shutting down");
     readiness.start_draining();
-    let _ = cluster.publish("cluster.node.stopped", Some(node.clone()), json!({"node": node, "signal": signal}));
+    let _ = cluster.publish(
+        "cluster.node.stopped",
+        Some(node.clone()),
+        json!({"node": node, "signal": signal}),
+    );
     // Let the bus hand the last event to Redis before its tasks stop.
     tokio::time::sleep(Duration::from_millis(50)).await;
     shutdown.cancel();
@@ -161,10 +173,11 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         tasks.wait().await;
     })
     .await;
-    if let Ok(Err(e)) | Err(e) = tokio::time::timeout(Duration::from_secs(2), storage.nodes().remove(&node))
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out"))
-        .map(|r| r.map_err(anyhow::Error::from))
+    if let Ok(Err(e)) | Err(e) =
+        tokio::time::timeout(Duration::from_secs(2), storage.nodes().remove(&node))
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out"))
+            .map(|r| r.map_err(anyhow::Error::from))
     {
         tracing::warn!(error = %e, "could not remove this node from the node registry");
     }
@@ -174,18 +187,30 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::info!("stopped cleanly");
             Ok(())
         }
-        Err(_) => anyhow::bail!("shutdown did not finish within shutdown_grace = {:?}", config.shutdown_grace),
+        Err(_) => anyhow::bail!(
+            "shutdown did not finish within shutdown_grace = {:?}",
+            config.shutdown_grace
+        ),
     }
 }
 
-fn checks(storage: &Storage, redis: Option<&Redis>, bus: &Bus, started: &[subsystems::Started]) -> Vec<(String, Probe)> {
+fn checks(
+    storage: &Storage,
+    redis: Option<&Redis>,
+    bus: &Bus,
+    started: &[subsystems::Started],
+) -> Vec<(String, Probe)> {
     let mut checks: Vec<(String, Probe)> = Vec::new();
     let s = storage.clone();
     checks.push((
         "storage".into(),
         probe(move || {
             let s = s.clone();
-            async move { s.ping(Duration::from_secs(1)).await.map_err(|e| e.to_string()) }
+            async move {
+                s.ping(Duration::from_secs(1))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         }),
     ));
     if let Some(r) = redis {
@@ -221,7 +246,12 @@ fn checks(storage: &Storage, redis: Option<&Redis>, bus: &Bus, started: &[subsys
 }
 
 /// Records this node in the registry every `every`, and the pool's state in metrics.
-async fn heartbeat(storage: Storage, mut record: NodeRecord, every: Duration, shutdown: CancellationToken) {
+async fn heartbeat(
+    storage: Storage,
+    mut record: NodeRecord,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_up = true;
@@ -253,7 +283,8 @@ async fn heartbeat(storage: Storage, mut record: NodeRecord, every: Duration, sh
         let (size, idle) = storage.pool_stats();
         metrics::gauge!(telemetry::STORAGE_UP).set(if ok { 1.0 } else { 0.0 });
         metrics::gauge!(telemetry::STORAGE_CONNECTIONS, "state" => "idle").set(f64::from(idle));
-        metrics::gauge!(telemetry::STORAGE_CONNECTIONS, "state" => "busy").set(f64::from(size.saturating_sub(idle)));
+        metrics::gauge!(telemetry::STORAGE_CONNECTIONS, "state" => "busy")
+            .set(f64::from(size.saturating_sub(idle)));
     }
 }
 

@@ -43,7 +43,9 @@ pub(crate) struct Started {
 
 impl std::fmt::Debug for Started {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Started").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Started")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 

@@ -20,7 +20,11 @@ pub(crate) fn init_logging(log: &LogConfig) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match log.format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(true),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -76,10 +80,29 @@ pub(crate) const STORAGE_CONNECTIONS: &str = "rtcplane_storage_pool_connections"
 pub(crate) const STORAGE_UP: &str = "rtcplane_storage_up";
 
 fn describe_http() {
-    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by listener, method, route and status.");
-    metrics::describe_histogram!(HTTP_DURATION, metrics::Unit::Seconds, "HTTP request latency until the response head.");
-    metrics::describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being handled now, by listener.");
-    metrics::describe_gauge!(BUILD_INFO, "Always 1; labels carry the version and the storage backend.");
-    metrics::describe_gauge!(STORAGE_CONNECTIONS, "Database pool connections by state (idle, busy).");
-    metrics::describe_gauge!(STORAGE_UP, "1 if the last storage heartbeat succeeded, else 0.");
+    metrics::describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by listener, method, route and status."
+    );
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency until the response head."
+    );
+    metrics::describe_gauge!(
+        HTTP_IN_FLIGHT,
+        "HTTP requests being handled now, by listener."
+    );
+    metrics::describe_gauge!(
+        BUILD_INFO,
+        "Always 1; labels carry the version and the storage backend."
+    );
+    metrics::describe_gauge!(
+        STORAGE_CONNECTIONS,
+        "Database pool connections by state (idle, busy)."
+    );
+    metrics::describe_gauge!(
+        STORAGE_UP,
+        "1 if the last storage heartbeat succeeded, else 0."
+    );
 }

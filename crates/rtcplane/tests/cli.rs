@@ -1,6 +1,9 @@
 //! The CLI as operators meet it: `--version`, `check-config`, `migrate`, and start-up failures with their
 //! exit codes.
 
+// Tests spawn real processes and poll real servers with std time.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod support;
 
 use std::time::{Duration, Instant};
@@ -24,17 +27,34 @@ fn version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let o = run(dir.path(), &["--version"], &[]);
     assert!(o.status.success());
-    assert_eq!(stdout(&o).trim(), format!("rtcplane {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("rtcplane {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
 fn check_config_accepts_the_shipped_default_toml() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = run(dir.path(), &["check-config", "--config", &repo_file("config/default.toml")], &[]);
+    let o = run(
+        dir.path(),
+        &[
+            "check-config",
+            "--config",
+            &repo_file("config/default.toml"),
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let printed: toml::Value = toml::from_str(&stdout(&o)).expect("prints TOML");
-    assert_eq!(printed["http"]["admin_listen"].as_str(), Some("127.0.0.1:9090"));
-    assert_eq!(printed["storage"]["url"].as_str(), Some("sqlite:./data/rtcplane.db"));
+    assert_eq!(
+        printed["http"]["admin_listen"].as_str(),
+        Some("127.0.0.1:9090")
+    );
+    assert_eq!(
+        printed["storage"]["url"].as_str(),
+        Some("sqlite:./data/rtcplane.db")
+    );
     // Nothing was started: no database file appeared.
     assert!(!dir.path().join("data").exists());
 }
@@ -44,7 +64,11 @@ fn check_config_names_an_unknown_key_and_exits_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[turn]\nenabld = true\n").expect("write");
-    let o = run(dir.path(), &["check-config", "--config", file.to_str().expect("utf8")], &[]);
+    let o = run(
+        dir.path(),
+        &["check-config", "--config", file.to_str().expect("utf8")],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("turn.enabld"), "{}", stderr(&o));
     assert!(stdout(&o).is_empty());
@@ -53,11 +77,23 @@ fn check_config_names_an_unknown_key_and_exits_2() {
 #[test]
 fn wrong_types_and_env_typos_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = run(dir.path(), &["check-config"], &[("RTCPLANE__STORAGE__MAX_CONNECTIONS", "lots".into())]);
+    let o = run(
+        dir.path(),
+        &["check-config"],
+        &[("RTCPLANE__STORAGE__MAX_CONNECTIONS", "lots".into())],
+    );
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("storage.max_connections"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("storage.max_connections"),
+        "{}",
+        stderr(&o)
+    );
 
-    let o = run(dir.path(), &["check-config"], &[("RTCPLANE__HTTP__ADMIN_LISTN", "127.0.0.1:1".into())]);
+    let o = run(
+        dir.path(),
+        &["check-config"],
+        &[("RTCPLANE__HTTP__ADMIN_LISTN", "127.0.0.1:1".into())],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("http.admin_listn"), "{}", stderr(&o));
 }
@@ -69,13 +105,22 @@ fn check_config_hides_secrets() {
         dir.path(),
         &["check-config"],
         &[
-            ("RTCPLANE__STORAGE__URL", "postgres://app:hunter2@db.internal/rtc".into()),
-            ("RTCPLANE__REDIS__URL", "redis://:swordfish@127.0.0.1:6379".into()),
+            (
+                "RTCPLANE__STORAGE__URL",
+                "postgres://app:hunter2@db.internal/rtc".into(),
+            ),
+            (
+                "RTCPLANE__REDIS__URL",
+                "redis://:swordfish@127.0.0.1:6379".into(),
+            ),
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(!out.contains("hunter2") && !out.contains("swordfish"), "{out}");
+    assert!(
+        !out.contains("hunter2") && !out.contains("swordfish"),
+        "{out}"
+    );
     assert!(out.contains("postgres://app:***@db.internal/rtc"), "{out}");
 }
 
@@ -83,19 +128,38 @@ fn check_config_hides_secrets() {
 fn serve_with_a_bad_config_starts_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[http]\nadmin_listen = \"127.0.0.1:9\"\n[bus]\nbackend = \"redis\"\n").expect("write");
-    let o = run(dir.path(), &["serve", "--config", file.to_str().expect("utf8")], &[]);
+    std::fs::write(
+        &file,
+        "[http]\nadmin_listen = \"127.0.0.1:9\"\n[bus]\nbackend = \"redis\"\n",
+    )
+    .expect("write");
+    let o = run(
+        dir.path(),
+        &["serve", "--config", file.to_str().expect("utf8")],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("bus.backend"), "{}", stderr(&o));
-    assert!(!dir.path().join("data").exists(), "no database may be created");
+    assert!(
+        !dir.path().join("data").exists(),
+        "no database may be created"
+    );
 }
 
 #[test]
 fn missing_config_file_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = run(dir.path(), &["serve", "--config", "/nonexistent/rtcplane.toml"], &[]);
+    let o = run(
+        dir.path(),
+        &["serve", "--config", "/nonexistent/rtcplane.toml"],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("/nonexistent/rtcplane.toml"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/rtcplane.toml"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -106,15 +170,27 @@ fn unreachable_database_exits_non_zero_after_the_connect_timeout() {
         dir.path(),
         &["serve"],
         &[
-            ("RTCPLANE__STORAGE__URL", "postgres://postgres:hunter2@127.0.0.1:1/test".into()),
+            (
+                "RTCPLANE__STORAGE__URL",
+                "postgres://postgres:hunter2@127.0.0.1:1/test".into(),
+            ),
             ("RTCPLANE__STORAGE__CONNECT_TIMEOUT", "2s".into()),
-            ("RTCPLANE__HTTP__ADMIN_LISTEN", format!("127.0.0.1:{}", support::free_port())),
-            ("RTCPLANE__HTTP__PUBLIC_LISTEN", format!("127.0.0.1:{}", support::free_port())),
+            (
+                "RTCPLANE__HTTP__ADMIN_LISTEN",
+                format!("127.0.0.1:{}", support::free_port()),
+            ),
+            (
+                "RTCPLANE__HTTP__PUBLIC_LISTEN",
+                format!("127.0.0.1:{}", support::free_port()),
+            ),
         ],
     );
     let took = started.elapsed();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
     let err = stderr(&o);
     assert!(err.contains("cannot connect to postgres"), "{err}");
     assert!(!err.contains("hunter2"), "password leaked: {err}");
@@ -128,12 +204,19 @@ fn migrate_creates_the_sqlite_database() {
     assert!(dir.path().join("data/rtcplane.db").exists());
     let again = run(dir.path(), &["migrate"], &[]);
     assert!(again.status.success());
-    assert!(stderr(&again).contains("already up to date"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already up to date"),
+        "{}",
+        stderr(&again)
+    );
 }
 
 #[test]
 fn help_lists_the_commands() {
-    let o = std::process::Command::new(BIN).arg("--help").output().expect("run");
+    let o = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run");
     let out = stdout(&o);
     for cmd in ["serve", "migrate", "check-config"] {
         assert!(out.contains(cmd), "{out}");

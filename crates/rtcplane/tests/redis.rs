@@ -1,5 +1,8 @@
 //! Redis: the bus across two rtcplane processes, and Redis lost and found while serving.
 
+// Tests spawn real processes and poll real servers with std time.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod support;
 
 use std::time::Duration;
@@ -7,7 +10,11 @@ use std::time::Duration;
 use support::{PrivateRedis, Server, SseReader, redis_url};
 
 fn unique_channel() -> String {
-    format!("rtcplane:test:{}:{}", std::process::id(), support::free_port())
+    format!(
+        "rtcplane:test:{}:{}",
+        std::process::id(),
+        support::free_port()
+    )
 }
 
 #[tokio::test]
@@ -28,13 +35,17 @@ async fn bus_carries_events_between_two_processes() -> anyhow::Result<()> {
     let mut events = SseReader::connect(&a.admin_url("/api/v1/events?types=cluster.*")).await?;
 
     let mut b = node("node-b").start().await?;
-    let started = events.next_of("cluster.node.started", Duration::from_secs(10)).await?;
+    let started = events
+        .next_of("cluster.node.started", Duration::from_secs(10))
+        .await?;
     assert_eq!(started["node"], "node-b", "{started}");
     assert_eq!(started["source"], "/rtcplane/node-b/cluster");
     assert_eq!(started["data"]["admin_listen"], b.admin.to_string());
 
     b.terminate(Duration::from_secs(10)).await?;
-    let stopped = events.next_of("cluster.node.stopped", Duration::from_secs(10)).await?;
+    let stopped = events
+        .next_of("cluster.node.stopped", Duration::from_secs(10))
+        .await?;
     assert_eq!(stopped["node"], "node-b", "{stopped}");
     Ok(())
 }
@@ -50,17 +61,26 @@ async fn redis_lost_while_serving_turns_readyz_503_and_recovers() -> anyhow::Res
         .env("RTCPLANE__REDIS__TIMEOUT", "300ms")
         .start()
         .await?;
-    server.wait_ready_status(200, Duration::from_secs(10)).await?;
+    server
+        .wait_ready_status(200, Duration::from_secs(10))
+        .await?;
 
     drop(redis);
-    let down = server.wait_down(&["redis", "bus"], Duration::from_secs(15)).await?;
+    let down = server
+        .wait_down(&["redis", "bus"], Duration::from_secs(15))
+        .await?;
     assert_eq!(down["status"], "unavailable");
     assert_eq!(down["checks"]["storage"]["ok"], true, "{down}");
     assert!(server.alive());
-    assert_eq!(reqwest::get(server.admin_url("/healthz")).await?.status(), 200);
+    assert_eq!(
+        reqwest::get(server.admin_url("/healthz")).await?.status(),
+        200
+    );
 
     let _redis = PrivateRedis::start_on(port)?;
-    server.wait_ready_status(200, Duration::from_secs(30)).await?;
+    server
+        .wait_ready_status(200, Duration::from_secs(30))
+        .await?;
     assert!(server.alive());
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! `rtcplane serve` as a process: the embedded defaults, the admin surface, env overrides, sockets opened,
 //! graceful shutdown.
 
+// Tests spawn real processes and poll real servers with std time.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod support;
 
 use std::time::Duration;
@@ -23,12 +26,20 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
     assert_eq!(body["status"], "ok");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
 
-    let ready = server.wait_ready_status(200, Duration::from_secs(5)).await?;
+    let ready = server
+        .wait_ready_status(200, Duration::from_secs(5))
+        .await?;
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["storage"]["ok"], true);
-    assert!(ready["checks"].get("redis").is_none(), "no Redis configured: {ready}");
+    assert!(
+        ready["checks"].get("redis").is_none(),
+        "no Redis configured: {ready}"
+    );
 
-    let metrics = reqwest::get(server.admin_url("/metrics")).await?.text().await?;
+    let metrics = reqwest::get(server.admin_url("/metrics"))
+        .await?
+        .text()
+        .await?;
     for series in [
         "rtcplane_process_resident_memory_bytes",
         "rtcplane_process_cpu_seconds_total",
@@ -40,13 +51,23 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
     }
     assert!(metrics.contains("route=\"/healthz\""), "{metrics}");
-    for line in metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        assert!(line.starts_with("rtcplane_"), "series outside the rtcplane_ namespace: {line}");
+    for line in metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(
+            line.starts_with("rtcplane_"),
+            "series outside the rtcplane_ namespace: {line}"
+        );
     }
 
     // Our own request id is echoed back.
     let client = reqwest::Client::new();
-    let r = client.get(server.admin_url("/healthz")).header("x-request-id", "abc-123").send().await?;
+    let r = client
+        .get(server.admin_url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await?;
     assert_eq!(r.headers()["x-request-id"], "abc-123");
 
     // Unknown routes answer the JSON error shape on both listeners.
@@ -58,14 +79,30 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
     }
 
     // This node is in the registry.
-    let nodes: serde_json::Value = reqwest::get(server.admin_url("/api/v1/nodes")).await?.json().await?;
+    let nodes: serde_json::Value = reqwest::get(server.admin_url("/api/v1/nodes"))
+        .await?
+        .json()
+        .await?;
     assert_eq!(nodes["nodes"][0]["alive"], true, "{nodes}");
     assert_eq!(nodes["nodes"][0]["admin_listen"], server.admin.to_string());
 
     // The OpenAPI document describes the admin routes.
-    let doc: serde_json::Value = reqwest::get(server.admin_url("/api/v1/openapi.json")).await?.json().await?;
-    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{doc}");
-    for path in ["/healthz", "/readyz", "/metrics", "/api/v1/events", "/api/v1/nodes", "/api/v1/openapi.json"] {
+    let doc: serde_json::Value = reqwest::get(server.admin_url("/api/v1/openapi.json"))
+        .await?
+        .json()
+        .await?;
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/events",
+        "/api/v1/nodes",
+        "/api/v1/openapi.json",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} not documented");
         let r = reqwest::get(server.admin_url(path)).await?;
         assert_ne!(r.status(), 404, "{path} documented but not served");
@@ -91,9 +128,17 @@ async fn env_moves_the_admin_listener() -> anyhow::Result<()> {
 async fn disabled_subsystems_open_no_port() -> anyhow::Result<()> {
     let server = Server::builder().start().await?;
     let sockets = sockets_of(server.pid())?;
-    let expected: std::collections::BTreeSet<u16> = [server.admin.port(), server.public.port()].into();
-    assert_eq!(sockets.tcp_listen, expected, "only the two HTTP listeners may be open");
-    assert!(sockets.udp.is_empty(), "no UDP socket without TURN or SIP: {:?}", sockets.udp);
+    let expected: std::collections::BTreeSet<u16> =
+        [server.admin.port(), server.public.port()].into();
+    assert_eq!(
+        sockets.tcp_listen, expected,
+        "only the two HTTP listeners may be open"
+    );
+    assert!(
+        sockets.udp.is_empty(),
+        "no UDP socket without TURN or SIP: {:?}",
+        sockets.udp
+    );
     Ok(())
 }
 
@@ -109,15 +154,23 @@ async fn sse_streams_bus_events_with_filters() -> anyhow::Result<()> {
 
     // The node's own stop event reaches an unfiltered stream, and not one filtered to `turn.*`.
     let mut all = SseReader::connect(&server.admin_url("/api/v1/events")).await?;
-    let mut only_turn = SseReader::connect(&server.admin_url("/api/v1/events?types=turn.*")).await?;
+    let mut only_turn =
+        SseReader::connect(&server.admin_url("/api/v1/events?types=turn.*")).await?;
     let mut server = server;
     let status = server.terminate(Duration::from_secs(10)).await?;
     assert!(status.success());
-    let stopped = all.next_of("cluster.node.stopped", Duration::from_secs(5)).await?;
+    let stopped = all
+        .next_of("cluster.node.stopped", Duration::from_secs(5))
+        .await?;
     assert_eq!(stopped["type"], "cluster.node.stopped");
     assert_eq!(stopped["specversion"], "1.0");
     assert_eq!(stopped["data"]["signal"], "SIGTERM");
-    assert!(only_turn.next_of("cluster.node.stopped", Duration::from_millis(500)).await.is_err());
+    assert!(
+        only_turn
+            .next_of("cluster.node.stopped", Duration::from_millis(500))
+            .await
+            .is_err()
+    );
     Ok(())
 }
 
@@ -129,14 +182,20 @@ async fn sigterm_drains_within_the_grace_period() -> anyhow::Result<()> {
     let status = server.terminate(Duration::from_secs(10)).await?;
     assert!(status.success(), "exit {status}:\n{}", server.log());
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(sse.ends_within(Duration::from_secs(2)).await, "the event stream must end on shutdown");
+    assert!(
+        sse.ends_within(Duration::from_secs(2)).await,
+        "the event stream must end on shutdown"
+    );
     assert!(server.log().contains("stopped cleanly"), "{}", server.log());
     Ok(())
 }
 
 #[tokio::test]
 async fn oversized_bodies_get_a_json_413() -> anyhow::Result<()> {
-    let server = Server::builder().env("RTCPLANE__HTTP__MAX_BODY_BYTES", "1024").start().await?;
+    let server = Server::builder()
+        .env("RTCPLANE__HTTP__MAX_BODY_BYTES", "1024")
+        .start()
+        .await?;
     let r = reqwest::Client::new()
         .post(server.admin_url("/api/v1/nodes"))
         .header("content-length", "4096")
@@ -153,12 +212,18 @@ async fn oversized_bodies_get_a_json_413() -> anyhow::Result<()> {
 async fn a_taken_port_fails_start_up_naming_the_key() -> anyhow::Result<()> {
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = taken.local_addr()?.port();
-    let mut server = Server::builder().env("RTCPLANE__HTTP__PUBLIC_LISTEN", format!("127.0.0.1:{port}")).spawn()?;
+    let mut server = Server::builder()
+        .env("RTCPLANE__HTTP__PUBLIC_LISTEN", format!("127.0.0.1:{port}"))
+        .spawn()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while server.alive() {
         assert!(tokio::time::Instant::now() < deadline, "should have exited");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(server.log().contains("http.public_listen"), "{}", server.log());
+    assert!(
+        server.log().contains("http.public_listen"),
+        "{}",
+        server.log()
+    );
     Ok(())
 }

@@ -51,7 +51,11 @@ pub(crate) async fn connect(options: &ConnectOptions) -> Result<Storage, Error> 
                     create_parent_dir(opts.get_filename())?;
                 }
                 // An in-memory database lives as long as its one connection.
-                let (max, min) = if in_memory { (1, 1) } else { (options.max_connections, 0) };
+                let (max, min) = if in_memory {
+                    (1, 1)
+                } else {
+                    (options.max_connections, 0)
+                };
                 pool_options(max, min, options.connect_timeout, remaining)
                     .connect_with(opts)
                     .await
@@ -61,19 +65,29 @@ pub(crate) async fn connect(options: &ConnectOptions) -> Result<Storage, Error> 
                 let opts = PgConnectOptions::from_str(&options.url)
                     .map_err(invalid)?
                     .application_name("rtcplane");
-                pool_options(options.max_connections, 0, options.connect_timeout, remaining)
-                    .connect_with(opts)
-                    .await
-                    .map(Pool::Postgres)
+                pool_options(
+                    options.max_connections,
+                    0,
+                    options.connect_timeout,
+                    remaining,
+                )
+                .connect_with(opts)
+                .await
+                .map(Pool::Postgres)
             }
             Backend::MySql => {
                 let opts = MySqlConnectOptions::from_str(&options.url)
                     .map_err(invalid)?
                     .charset("utf8mb4");
-                pool_options(options.max_connections, 0, options.connect_timeout, remaining)
-                    .connect_with(opts)
-                    .await
-                    .map(Pool::MySql)
+                pool_options(
+                    options.max_connections,
+                    0,
+                    options.connect_timeout,
+                    remaining,
+                )
+                .connect_with(opts)
+                .await
+                .map(Pool::MySql)
             }
         };
         match attempt {
@@ -81,7 +95,9 @@ pub(crate) async fn connect(options: &ConnectOptions) -> Result<Storage, Error> 
                 tracing::info!(backend = backend.as_str(), target = %target, "storage connected");
                 return Ok(Storage { pool, target });
             }
-            Err(source) if tokio::time::Instant::now() + pause >= deadline || !retryable(&source) => {
+            Err(source)
+                if tokio::time::Instant::now() + pause >= deadline || !retryable(&source) =>
+            {
                 return Err(Error::Connect {
                     backend: backend.as_str(),
                     target,
@@ -139,7 +155,10 @@ fn retryable(e: &sqlx::Error) -> bool {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => {
             // PostgreSQL "the database system is starting up" / "too many connections"; MySQL 1040.
-            matches!(db.code().as_deref(), Some("57P03" | "53300" | "08006" | "1040"))
+            matches!(
+                db.code().as_deref(),
+                Some("57P03" | "53300" | "08006" | "1040")
+            )
         }
         _ => false,
     }

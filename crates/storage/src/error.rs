@@ -50,7 +50,9 @@ pub enum Error {
         known_latest: i64,
     },
     /// The database lacks migrations and we were told not to apply them.
-    #[error("the database schema is out of date: migration(s) {pending:?} not applied; run `rtcplane migrate`")]
+    #[error(
+        "the database schema is out of date: migration(s) {pending:?} not applied; run `rtcplane migrate`"
+    )]
     SchemaOutdated {
         /// Versions not yet applied.
         pending: Vec<i64>,

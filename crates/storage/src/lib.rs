@@ -50,7 +50,11 @@ impl Backend {
 
     /// The backend a `storage.url` names, from its scheme.
     pub fn from_url(url: &str) -> Result<Self, Error> {
-        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         match scheme.as_str() {
             "sqlite" => Ok(Self::Sqlite),
             "postgres" | "postgresql" => Ok(Self::Postgres),
@@ -127,15 +131,16 @@ impl Storage {
         sqlx::AssertSqlSafe(placeholders(self.backend(), query))
     }
 
-
     /// One round trip to the database, bounded by `timeout`.
     pub async fn ping(&self, timeout: Duration) -> Result<(), Error> {
-        let q = async {
-            with_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
-        };
+        let q =
+            async { with_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ())) };
         match tokio::time::timeout(timeout, q).await {
             Ok(r) => r.map_err(|source| Error::Query { op: "ping", source }),
-            Err(_) => Err(Error::Timeout { op: "ping", after: timeout }),
+            Err(_) => Err(Error::Timeout {
+                op: "ping",
+                after: timeout,
+            }),
         }
     }
 
@@ -188,19 +193,40 @@ mod tests {
     #[test]
     fn placeholders_per_backend() {
         let q = "SELECT a FROM t WHERE b = ? AND c = ?";
-        assert_eq!(placeholders(Backend::Postgres, q), "SELECT a FROM t WHERE b = $1 AND c = $2");
+        assert_eq!(
+            placeholders(Backend::Postgres, q),
+            "SELECT a FROM t WHERE b = $1 AND c = $2"
+        );
         assert_eq!(placeholders(Backend::MySql, q), q);
         assert_eq!(placeholders(Backend::Sqlite, q), q);
     }
 
     #[test]
     fn backend_from_url() {
-        assert_eq!(Backend::from_url("sqlite:./data/x.db").ok(), Some(Backend::Sqlite));
-        assert_eq!(Backend::from_url("sqlite::memory:").ok(), Some(Backend::Sqlite));
-        assert_eq!(Backend::from_url("postgres://u@h/db").ok(), Some(Backend::Postgres));
-        assert_eq!(Backend::from_url("postgresql://u@h/db").ok(), Some(Backend::Postgres));
-        assert_eq!(Backend::from_url("mysql://root@h/db").ok(), Some(Backend::MySql));
-        assert_eq!(Backend::from_url("MariaDB://root@h/db").ok(), Some(Backend::MySql));
+        assert_eq!(
+            Backend::from_url("sqlite:./data/x.db").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("mysql://root@h/db").ok(),
+            Some(Backend::MySql)
+        );
+        assert_eq!(
+            Backend::from_url("MariaDB://root@h/db").ok(),
+            Some(Backend::MySql)
+        );
         let err = Backend::from_url("oracle://scott:tiger@h/db").expect_err("unsupported");
         assert!(!err.to_string().contains("tiger"), "{err}");
     }

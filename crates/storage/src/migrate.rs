@@ -21,12 +21,20 @@ pub struct SchemaStatus {
 impl SchemaStatus {
     /// Applied versions this binary does not know (the database was migrated by a newer rtcplane).
     pub fn unknown(&self) -> Vec<i64> {
-        self.applied.iter().copied().filter(|v| !self.known.contains(v)).collect()
+        self.applied
+            .iter()
+            .copied()
+            .filter(|v| !self.known.contains(v))
+            .collect()
     }
 
     /// Known versions not yet applied.
     pub fn pending(&self) -> Vec<i64> {
-        self.known.iter().copied().filter(|v| !self.applied.contains(v)).collect()
+        self.known
+            .iter()
+            .copied()
+            .filter(|v| !self.applied.contains(v))
+            .collect()
     }
 }
 
@@ -63,14 +71,20 @@ impl Storage {
             }
         };
         let exists: i64 = with_pool!(self, p => sqlx::query_scalar(exists_sql).fetch_one(p).await)
-            .map_err(|source| Error::Query { op: "schema_status", source })?;
+            .map_err(|source| Error::Query {
+                op: "schema_status",
+                source,
+            })?;
         let applied = if exists == 0 {
             Vec::new()
         } else {
             with_pool!(self, p => sqlx::query_scalar::<_, i64>(
                 "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version"
             ).fetch_all(p).await)
-            .map_err(|source| Error::Query { op: "schema_status", source })?
+            .map_err(|source| Error::Query {
+                op: "schema_status",
+                source,
+            })?
         };
         Ok(SchemaStatus { applied, known })
     }

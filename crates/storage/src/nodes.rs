@@ -56,7 +56,10 @@ impl<'a> Nodes<'a> {
             .execute(p)
             .await
             .map(|_| ()))
-        .map_err(|source| Error::Query { op: "nodes.heartbeat", source })
+        .map_err(|source| Error::Query {
+            op: "nodes.heartbeat",
+            source,
+        })
     }
 
     /// Every node, ordered by id.
@@ -72,12 +75,17 @@ impl<'a> Nodes<'a> {
                 last_seen: r.try_get("last_seen")?,
             })).collect::<Result<Vec<_>, sqlx::Error>>())
         });
-        records.map_err(|source| Error::Query { op: "nodes.list", source })
+        records.map_err(|source| Error::Query {
+            op: "nodes.list",
+            source,
+        })
     }
 
     /// Removes a node's row; true if there was one.
     pub async fn remove(&self, node_id: &str) -> Result<bool, Error> {
-        let sql = self.storage.sql("DELETE FROM rtcplane_nodes WHERE node_id = ?");
+        let sql = self
+            .storage
+            .sql("DELETE FROM rtcplane_nodes WHERE node_id = ?");
         with_pool!(self.storage, p => sqlx::query(sql).bind(node_id).execute(p).await.map(|r| r.rows_affected() > 0))
             .map_err(|source| Error::Query { op: "nodes.remove", source })
     }

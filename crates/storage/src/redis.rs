@@ -17,7 +17,9 @@ pub struct Redis {
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("Redis")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 
@@ -41,7 +43,11 @@ impl Redis {
                 source,
             }
         })?;
-        Ok(Self { conn, target, timeout })
+        Ok(Self {
+            conn,
+            target,
+            timeout,
+        })
     }
 
     /// The URL with any password hidden.

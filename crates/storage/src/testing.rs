@@ -21,7 +21,8 @@ pub fn postgres_url() -> String {
 
 /// The MySQL/MariaDB server tests use.
 pub fn mysql_url() -> String {
-    std::env::var("RTCPLANE_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+    std::env::var("RTCPLANE_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
 /// A database that exists for one test.
@@ -60,7 +61,8 @@ impl TestDb {
     }
 
     fn sqlite() -> Self {
-        let dir = std::env::temp_dir().join(format!("rtcplane-test-{}", uuid::Uuid::now_v7().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("rtcplane-test-{}", uuid::Uuid::now_v7().simple()));
         if let Err(e) = std::fs::create_dir_all(&dir) {
             panic!("cannot create {}: {e}", dir.display());
         }
@@ -82,7 +84,11 @@ impl TestDb {
                 "{} is not usable for tests at {} ({e}); start it (see README) or set RTCPLANE_TEST_{}_URL",
                 backend.as_str(),
                 crate::redact_url(&admin_url),
-                if backend == Backend::Postgres { "POSTGRES" } else { "MYSQL" },
+                if backend == Backend::Postgres {
+                    "POSTGRES"
+                } else {
+                    "MYSQL"
+                },
             );
         }
         Self {
@@ -107,7 +113,9 @@ impl Drop for TestDb {
                 let (backend, admin_url) = (self.backend, admin_url.clone());
                 // Drop runs outside any runtime guarantee: use a private one on a private thread.
                 let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
                     if let Ok(rt) = rt {
                         let _ = rt.block_on(admin_exec(backend, &admin_url, &drop_sql));
                     }
@@ -121,14 +129,22 @@ impl Drop for TestDb {
 async fn admin_exec(backend: Backend, url: &str, sql: &str) -> Result<(), sqlx::Error> {
     match backend {
         Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect_with(&sqlx::postgres::PgConnectOptions::from_str(url)?).await?;
-            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut c).await?;
+            let mut c =
+                sqlx::PgConnection::connect_with(&sqlx::postgres::PgConnectOptions::from_str(url)?)
+                    .await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut c)
+                .await?;
             c.close().await
         }
         Backend::MySql => {
-            let mut c =
-                sqlx::MySqlConnection::connect_with(&sqlx::mysql::MySqlConnectOptions::from_str(url)?).await?;
-            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut c).await?;
+            let mut c = sqlx::MySqlConnection::connect_with(
+                &sqlx::mysql::MySqlConnectOptions::from_str(url)?,
+            )
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut c)
+                .await?;
             c.close().await
         }
         Backend::Sqlite => Ok(()),
@@ -142,7 +158,9 @@ fn with_database(url: &str, db: &str) -> String {
         None => (url, None),
     };
     let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
     let mut out = format!("{}/{db}", &base[..path_start]);
     if let Some(q) = query {
         out.push('?');
@@ -155,8 +173,17 @@ fn with_database(url: &str, db: &str) -> String {
 mod tests {
     #[test]
     fn replaces_database() {
-        assert_eq!(super::with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
-        assert_eq!(super::with_database("mysql://root@h", "x"), "mysql://root@h/x");
-        assert_eq!(super::with_database("postgres://h/t?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+        assert_eq!(
+            super::with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            super::with_database("mysql://root@h", "x"),
+            "mysql://root@h/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://h/t?sslmode=disable", "x"),
+            "postgres://h/x?sslmode=disable"
+        );
     }
 }

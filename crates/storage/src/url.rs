@@ -8,10 +8,10 @@ pub fn redact_url(url: &str) -> String {
         let authority_end = out[start..]
             .find(['/', '?', '#'])
             .map_or(out.len(), |i| start + i);
-        if let Some(at) = out[start..authority_end].rfind('@').map(|i| start + i) {
-            if let Some(colon) = out[start..at].find(':').map(|i| start + i) {
-                out.replace_range(colon + 1..at, "***");
-            }
+        if let Some(at) = out[start..authority_end].rfind('@').map(|i| start + i)
+            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
+        {
+            out.replace_range(colon + 1..at, "***");
         }
     }
     if let Some(q) = out.find('?') {
@@ -19,7 +19,9 @@ pub fn redact_url(url: &str) -> String {
         let query = query
             .split('&')
             .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("pass") => {
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("pass") =>
+                {
                     format!("{k}=***")
                 }
                 _ => kv.to_owned(),
@@ -41,11 +43,20 @@ mod tests {
 
     #[test]
     fn hides_passwords() {
-        check("postgres://app:s3cr%40t@db:5432/rtc", "postgres://app:***@db:5432/rtc");
-        check("redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0");
+        check(
+            "postgres://app:s3cr%40t@db:5432/rtc",
+            "postgres://app:***@db:5432/rtc",
+        );
+        check(
+            "redis://:pw@127.0.0.1:6379/0",
+            "redis://:***@127.0.0.1:6379/0",
+        );
         check("mysql://root@127.0.0.1/test", "mysql://root@127.0.0.1/test");
         check("sqlite:./data/rtcplane.db", "sqlite:./data/rtcplane.db");
-        check("postgres://h/db?user=a&password=b&sslmode=require", "postgres://h/db?user=a&password=***&sslmode=require");
+        check(
+            "postgres://h/db?user=a&password=b&sslmode=require",
+            "postgres://h/db?user=a&password=***&sslmode=require",
+        );
         check("postgres://u:p@h/db?x=@y", "postgres://u:***@h/db?x=@y");
     }
 }

@@ -1,12 +1,17 @@
 //! Storage against the three real servers: migrations, the schema guard, the node registry, reconnects.
 
+// Tests spawn real processes and poll real servers with std time.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::time::Duration;
 
 use rtcplane_storage::testing::TestDb;
 use rtcplane_storage::{Backend, ConnectOptions, Error, NodeRecord, Storage, with_pool};
 
 async fn connect(db: &TestDb) -> Storage {
-    Storage::connect(&ConnectOptions::new(&db.url)).await.expect("connects")
+    Storage::connect(&ConnectOptions::new(&db.url))
+        .await
+        .expect("connects")
 }
 
 fn node(id: &str, seen: i64) -> NodeRecord {
@@ -25,9 +30,16 @@ async fn migrate_is_idempotent_on_every_backend() {
         let s = connect(&db).await;
         assert_eq!(s.backend(), db.backend);
         let before = s.schema_status().await.expect("status");
-        assert!(before.applied.is_empty(), "{:?}: fresh database", db.backend);
+        assert!(
+            before.applied.is_empty(),
+            "{:?}: fresh database",
+            db.backend
+        );
         assert_eq!(before.pending(), before.known);
-        assert!(matches!(s.ensure_current().await, Err(Error::SchemaOutdated { .. })));
+        assert!(matches!(
+            s.ensure_current().await,
+            Err(Error::SchemaOutdated { .. })
+        ));
 
         let first = s.migrate().await.expect("migrate");
         assert_eq!(first.applied_now, before.known, "{:?}", db.backend);
@@ -62,7 +74,10 @@ async fn refuses_a_schema_newer_than_the_binary() {
             db.backend
         );
         assert!(err.to_string().contains("newer than this binary"), "{err}");
-        assert!(matches!(s.ensure_current().await, Err(Error::SchemaTooNew { .. })));
+        assert!(matches!(
+            s.ensure_current().await,
+            Err(Error::SchemaTooNew { .. })
+        ));
         // Nothing was touched.
         assert_eq!(s.nodes().list().await.expect("list"), nodes_before);
         s.close().await;
@@ -80,9 +95,18 @@ async fn node_registry_on_every_backend() {
         nodes.heartbeat(&node("a", 20)).await.expect("insert");
         nodes.heartbeat(&node("b", 30)).await.expect("upsert");
         let listed = nodes.list().await.expect("list");
-        assert_eq!(listed, vec![node("a", 20), node("b", 30)], "{:?}", db.backend);
+        assert_eq!(
+            listed,
+            vec![node("a", 20), node("b", 30)],
+            "{:?}",
+            db.backend
+        );
         // Values round-trip exactly, including large timestamps and non-ASCII ids.
-        let big = NodeRecord { node_id: "nœud-ü".into(), last_seen: 1_790_000_000_123, ..node("x", 0) };
+        let big = NodeRecord {
+            node_id: "nœud-ü".into(),
+            last_seen: 1_790_000_000_123,
+            ..node("x", 0)
+        };
         nodes.heartbeat(&big).await.expect("insert");
         assert!(nodes.list().await.expect("list").contains(&big));
         assert!(nodes.remove("a").await.expect("remove"));
@@ -98,7 +122,9 @@ async fn sqlite_file_is_created_with_wal() {
     let s = connect(&db).await;
     let path = db.url.trim_start_matches("sqlite:");
     assert!(std::path::Path::new(path).exists());
-    let mode: String = with_pool!(s, p => sqlx::query_scalar("PRAGMA journal_mode").fetch_one(p).await).expect("pragma");
+    let mode: String =
+        with_pool!(s, p => sqlx::query_scalar("PRAGMA journal_mode").fetch_one(p).await)
+            .expect("pragma");
     assert_eq!(mode, "wal");
     s.close().await;
 }
@@ -114,7 +140,10 @@ async fn unreachable_database_fails_after_the_connect_timeout() {
     let started = std::time::Instant::now();
     let err = Storage::connect(&opts).await.expect_err("must fail");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(500), "gave up too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "gave up too early: {waited:?}"
+    );
     assert!(waited < Duration::from_secs(5), "took too long: {waited:?}");
     let msg = err.to_string();
     assert!(msg.contains("cannot connect to postgres"), "{msg}");
@@ -130,6 +159,9 @@ async fn wrong_credentials_fail_at_once_without_leaking() {
     };
     let started = std::time::Instant::now();
     let err = Storage::connect(&opts).await.expect_err("must fail");
-    assert!(started.elapsed() < Duration::from_secs(10), "auth errors are not retried");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "auth errors are not retried"
+    );
     assert!(!err.to_string().contains("hunter2"));
 }

@@ -77,7 +77,11 @@ pub(crate) async fn healthz(State(s): State<AdminState>) -> Json<Health> {
     responses((status = 200, body = Report), (status = 503, body = Report, description = "something is down or the node is draining")))]
 pub(crate) async fn readyz(State(s): State<AdminState>) -> Response {
     let report = s.readiness.report().await;
-    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(report)).into_response()
 }
 
@@ -86,7 +90,14 @@ pub(crate) async fn readyz(State(s): State<AdminState>) -> Response {
     responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
 pub(crate) async fn metrics(State(s): State<AdminState>) -> Response {
     let body = crate::telemetry::render(&s.metrics);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// One node of the cluster.

@@ -49,7 +49,11 @@ impl ApiError {
     /// An unexpected failure: the cause goes to the log, the client gets a generic message.
     pub(crate) fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "{context}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
     }
 }
 

@@ -72,7 +72,13 @@ async fn track(State(listener): State<&'static str>, req: Request, next: Next) -
     resp
 }
 
-fn record(listener: &'static str, method: String, route: String, status: StatusCode, took: Duration) {
+fn record(
+    listener: &'static str,
+    method: String,
+    route: String,
+    status: StatusCode,
+    took: Duration,
+) {
     let status = status.as_u16().to_string();
     metrics::counter!(HTTP_REQUESTS, "listener" => listener, "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
@@ -82,7 +88,11 @@ fn record(listener: &'static str, method: String, route: String, status: StatusC
 async fn fallback(req: Request) -> ApiError {
     metrics::counter!(HTTP_REQUESTS, "listener" => "any", "method" => "any", "route" => "unmatched", "status" => "404")
         .increment(1);
-    ApiError::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 /// Layers below the router (body limit, timeout) answer with bare bodies; give them the JSON error shape.
@@ -95,14 +105,24 @@ where
     let resp = resp.map(axum::body::Body::new);
     let status = resp.status();
     let bare = !resp.headers().contains_key(header::CONTENT_TYPE)
-        || resp.headers().get(header::CONTENT_TYPE) == Some(&HeaderValue::from_static("text/plain; charset=utf-8"))
-            && matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::SERVICE_UNAVAILABLE);
+        || resp.headers().get(header::CONTENT_TYPE)
+            == Some(&HeaderValue::from_static("text/plain; charset=utf-8"))
+            && matches!(
+                status,
+                StatusCode::PAYLOAD_TOO_LARGE | StatusCode::SERVICE_UNAVAILABLE
+            );
     if !(status.is_client_error() || status.is_server_error()) || !bare {
         return resp;
     }
     let (code, message) = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body is larger than http.max_body_bytes"),
-        StatusCode::SERVICE_UNAVAILABLE => ("timeout", "the request took longer than http.request_timeout"),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "request body is larger than http.max_body_bytes",
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "timeout",
+            "the request took longer than http.request_timeout",
+        ),
         _ => ("error", status.canonical_reason().unwrap_or("error")),
     };
     ApiError::new(status, code, message).into_response()

@@ -45,7 +45,11 @@ pub(crate) async fn events(
         let mut out = Vec::with_capacity(2);
         let lost = sub.take_lost();
         if lost > 0 {
-            out.push(SseEvent::default().event("bus.lagged").data(format!("{{\"lost\":{lost}}}")));
+            out.push(
+                SseEvent::default()
+                    .event("bus.lagged")
+                    .data(format!("{{\"lost\":{lost}}}")),
+            );
         }
         out.push(
             SseEvent::default()

@@ -84,7 +84,13 @@ impl ServerBuilder {
             None => tempfile::tempdir()?,
         };
         // A test may set a listener itself; otherwise each gets a free port.
-        let given = |key: &str| self.env.iter().rev().find(|(k, _)| k == key).and_then(|(_, v)| v.parse().ok());
+        let given = |key: &str| {
+            self.env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.parse().ok())
+        };
         let admin: SocketAddr = match given("RTCPLANE__HTTP__ADMIN_LISTEN") {
             Some(a) => a,
             None => format!("127.0.0.1:{}", free_port()).parse()?,
@@ -152,15 +158,18 @@ impl Server {
         let deadline = tokio::time::Instant::now() + within;
         let url = self.admin_url("/healthz");
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!("rtcplane exited with {status} before it was healthy:\n{}", self.log());
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "rtcplane exited with {status} before it was healthy:\n{}",
+                    self.log()
+                );
             }
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 bail!("rtcplane not healthy within {within:?}:\n{}", self.log());
@@ -170,7 +179,11 @@ impl Server {
     }
 
     /// Polls `/readyz` until its status code is `want`; returns the last body.
-    pub async fn wait_ready_status(&self, want: u16, within: Duration) -> anyhow::Result<serde_json::Value> {
+    pub async fn wait_ready_status(
+        &self,
+        want: u16,
+        within: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let r = reqwest::get(self.admin_url("/readyz")).await?;
@@ -180,20 +193,32 @@ impl Server {
                 return Ok(body);
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("/readyz stayed {status} (wanted {want}): {body}\n{}", self.log());
+                bail!(
+                    "/readyz stayed {status} (wanted {want}): {body}\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Polls `/readyz` until it answers 503 with at least `names` down; returns that body.
-    pub async fn wait_down(&self, names: &[&str], within: Duration) -> anyhow::Result<serde_json::Value> {
+    pub async fn wait_down(
+        &self,
+        names: &[&str],
+        within: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let r = reqwest::get(self.admin_url("/readyz")).await?;
             let status = r.status().as_u16();
             let body: serde_json::Value = r.json().await?;
-            let down: Vec<&str> = body["down"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+            let down: Vec<&str> = body["down"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
             if status == 503 && names.iter().all(|n| down.contains(n)) {
                 return Ok(body);
             }
@@ -209,7 +234,9 @@ impl Server {
         let Some(mut child) = self.child.take() else {
             bail!("not running");
         };
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
         if !status.success() {
             bail!("kill -TERM failed");
         }
@@ -220,7 +247,10 @@ impl Server {
             }
             if tokio::time::Instant::now() > deadline {
                 let _ = child.kill();
-                bail!("rtcplane did not exit within {within:?} of SIGTERM:\n{}", self.log());
+                bail!(
+                    "rtcplane did not exit within {within:?} of SIGTERM:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -228,7 +258,9 @@ impl Server {
 
     /// Is the process still running?
     pub fn alive(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -253,7 +285,12 @@ impl SseReader {
         if !resp.status().is_success() {
             bail!("SSE {url}: {}", resp.status());
         }
-        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         if !ct.starts_with("text/event-stream") {
             bail!("SSE {url}: content-type {ct}");
         }
@@ -268,10 +305,13 @@ impl SseReader {
                     let line = buf[..nl].trim_end_matches('\r').to_owned();
                     buf.drain(..=nl);
                     if line.is_empty() {
-                        if !event.is_empty() || !data.is_empty() {
-                            if tx.send((std::mem::take(&mut event), std::mem::take(&mut data))).await.is_err() {
-                                return;
-                            }
+                        if (!event.is_empty() || !data.is_empty())
+                            && tx
+                                .send((std::mem::take(&mut event), std::mem::take(&mut data)))
+                                .await
+                                .is_err()
+                        {
+                            return;
                         }
                     } else if let Some(v) = line.strip_prefix("event:") {
                         event = v.trim().to_owned();
@@ -285,7 +325,11 @@ impl SseReader {
     }
 
     /// The next message whose event name is `event`, skipping others.
-    pub async fn next_of(&mut self, event: &str, within: Duration) -> anyhow::Result<serde_json::Value> {
+    pub async fn next_of(
+        &mut self,
+        event: &str,
+        within: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -338,14 +382,18 @@ impl Proxy {
         let (up2, gen2) = (up.clone(), generation.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 if !up2.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
                 let mut cut = gen2.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cut.changed() => {}
@@ -353,7 +401,12 @@ impl Proxy {
                 });
             }
         });
-        Ok(Self { port, up, generation, task })
+        Ok(Self {
+            port,
+            up,
+            generation,
+            task,
+        })
     }
 
     pub fn cut(&self) {
@@ -381,7 +434,16 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     pub fn start_on(port: u16) -> anyhow::Result<Self> {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -426,7 +488,12 @@ pub fn sockets_of(pid: u32) -> anyhow::Result<Sockets> {
         }
     }
     let mut out = Sockets::default();
-    for (file, tcp) in [("tcp", true), ("tcp6", true), ("udp", false), ("udp6", false)] {
+    for (file, tcp) in [
+        ("tcp", true),
+        ("tcp6", true),
+        ("udp", false),
+        ("udp6", false),
+    ] {
         let mut text = String::new();
         std::fs::File::open(format!("/proc/{pid}/net/{file}"))?.read_to_string(&mut text)?;
         for line in text.lines().skip(1) {
@@ -434,7 +501,11 @@ pub fn sockets_of(pid: u32) -> anyhow::Result<Sockets> {
             if cols.len() < 10 || !inodes.contains(cols[9]) {
                 continue;
             }
-            let port = cols[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()).unwrap_or(0);
+            let port = cols[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+                .unwrap_or(0);
             if tcp {
                 // 0A = LISTEN
                 if cols[3] == "0A" {
