@@ -16,6 +16,7 @@ mod services;
 #[cfg(test)]
 mod tidy;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -80,13 +81,55 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     test(root)
 }
 
+/// Runs every test, echoing cargo's output, and ends with one total line (`tests: N passed, M failed`) so the
+/// run's result does not read as the last test binary's (often a doctest run with nothing in it).
 fn test(root: &Path) -> anyhow::Result<()> {
-    step(
-        root,
-        "cargo test",
-        "cargo",
-        &["test", "--workspace", "--locked", "--no-fail-fast"],
-    )
+    eprintln!("==> cargo test");
+    let started = std::time::Instant::now();
+    let mut child = Command::new("cargo")
+        .args(["test", "--workspace", "--locked", "--no-fail-fast"])
+        .current_dir(root)
+        .env("CI", std::env::var("CI").unwrap_or_else(|_| "true".into()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let (mut passed, mut failed, mut ignored) = (0_u64, 0_u64, 0_u64);
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        writeln!(out, "{line}")?;
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, "passed");
+            failed += count(rest, "failed");
+            ignored += count(rest, "ignored");
+        }
+    }
+    let status = child.wait()?;
+    eprintln!(
+        "<== cargo test: {status} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    writeln!(
+        out,
+        "tests: {passed} passed, {failed} failed, {ignored} skipped"
+    )?;
+    if !status.success() || failed > 0 {
+        bail!("cargo test failed ({status})");
+    }
+    if passed == 0 {
+        bail!("cargo test ran no test");
+    }
+    Ok(())
+}
+
+/// `"ok. 10 passed; 0 failed; …"` → the number before `word`.
+fn count(summary: &str, word: &str) -> u64 {
+    summary
+        .split([';', '.'])
+        .filter_map(|part| part.trim().strip_suffix(word))
+        .find_map(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn step(root: &Path, name: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {

@@ -191,6 +191,28 @@ async fn sigterm_drains_within_the_grace_period() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn json_logs_when_asked() -> anyhow::Result<()> {
+    let mut server = Server::builder()
+        .env("RTCPLANE__LOG__FORMAT", "json")
+        .start()
+        .await?;
+    server.terminate(Duration::from_secs(10)).await?;
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{e}: {line}"))?;
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(log.contains("\"rtcplane is serving\""), "{log}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn oversized_bodies_get_a_json_413() -> anyhow::Result<()> {
     let server = Server::builder()
         .env("RTCPLANE__HTTP__MAX_BODY_BYTES", "1024")
