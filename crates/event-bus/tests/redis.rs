@@ -11,14 +11,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rtcplane_event_bus::{Backend, Bus, BusConfig, TypeFilter};
+use rtcplane_storage::testing::{PrivateRedis, redis_url};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const CHILD_ENV: &str = "RTCPLANE_BUS_TEST_CHILD_CHANNEL";
-
-fn redis_url() -> String {
-    std::env::var("RTCPLANE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 fn redis_bus(node: &str, url: &str, channel: &str, shutdown: &CancellationToken) -> Bus {
     Bus::start(
@@ -138,7 +135,7 @@ async fn two_processes_exchange_events() -> anyhow::Result<()> {
 #[tokio::test]
 async fn survives_redis_restart_and_resubscribes() -> anyhow::Result<()> {
     let port = free_port()?;
-    let mut server = PrivateRedis::start(port)?;
+    let mut server = PrivateRedis::start_on(port)?;
     let url = format!("redis://127.0.0.1:{port}");
     let channel = "rtcplane:test:restart";
     let shutdown = CancellationToken::new();
@@ -169,7 +166,7 @@ async fn survives_redis_restart_and_resubscribes() -> anyhow::Result<()> {
     a.publisher("test").publish("test.during", None, json!(2))?;
     assert_eq!(on_a.recv().await.context("closed")?.ty, "test.during");
 
-    let _server = PrivateRedis::start(port)?;
+    let _server = PrivateRedis::start_on(port)?;
     wait_connected(&a, Duration::from_secs(20)).await?;
     wait_connected(&b, Duration::from_secs(20)).await?;
     // The subscription came back by itself: a fresh event crosses again (retry briefly, since the link may
@@ -189,47 +186,6 @@ async fn survives_redis_restart_and_resubscribes() -> anyhow::Result<()> {
     }
     shutdown.cancel();
     Ok(())
-}
-
-struct PrivateRedis(Child);
-
-impl PrivateRedis {
-    fn start(port: u16) -> anyhow::Result<Self> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting redis-server (is Redis installed?)")?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if std::time::Instant::now() > deadline {
-                bail!("private redis-server did not listen on {port}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Self(child))
-    }
-
-    fn stop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn free_port() -> anyhow::Result<u16> {

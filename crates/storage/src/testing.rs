@@ -25,6 +25,70 @@ pub fn mysql_url() -> String {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
+/// The shared Redis tests use (`RTCPLANE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).
+pub fn redis_url() -> String {
+    std::env::var("RTCPLANE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A `redis-server` of the test's own on `port`, for tests that stop and restart Redis; killed on drop.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: std::process::Child,
+}
+
+// Test support: starting a server process and waiting for it to listen is the point here.
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+impl PrivateRedis {
+    /// Starts `redis-server` (no persistence) and waits until it accepts connections.
+    pub fn start_on(port: u16) -> std::io::Result<Self> {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let mut server = Self { port, child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                server.stop();
+                return Err(std::io::Error::other(format!(
+                    "redis-server did not listen on {port}"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it now.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A database that exists for one test.
 #[derive(Debug)]
 pub struct TestDb {

@@ -25,9 +25,8 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-pub fn redis_url() -> String {
-    std::env::var("RTCPLANE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+#[allow(unused_imports)] // used by some of the test crates that include this module
+pub use rtcplane_storage::testing::{PrivateRedis, redis_url};
 
 /// Runs `rtcplane <args>` to completion in `dir` with extra environment.
 pub fn run(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
@@ -422,51 +421,6 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// A `redis-server` of our own on a free port, for tests that stop it.
-pub struct PrivateRedis {
-    pub port: u16,
-    child: Child,
-}
-
-impl PrivateRedis {
-    pub fn start_on(port: u16) -> anyhow::Result<Self> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting redis-server (is Redis installed?)")?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if std::time::Instant::now() > deadline {
-                bail!("redis-server did not listen on {port}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Self { port, child })
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
