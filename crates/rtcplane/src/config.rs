@@ -238,7 +238,16 @@ impl ConfigError {
 impl Config {
     /// Loads defaults, then `file` (if any), then the environment, and validates the result.
     pub(crate) fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        // `vars_os`, not `vars`: a non-UTF-8 variable elsewhere in the environment must not crash the process;
+        // ours are read lossily, and a mangled value then fails validation naming its key.
+        let env: Vec<(String, String)> = std::env::vars_os()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
         Self::load_from(file, env)
     }
 

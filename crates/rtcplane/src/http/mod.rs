@@ -38,7 +38,7 @@ pub(crate) fn finish(router: Router, listener: &'static str, http: &HttpConfig) 
         router
     };
     router
-        .fallback(fallback)
+        .fallback(move |req: Request| fallback(listener, req))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
@@ -63,7 +63,7 @@ async fn track(State(listener): State<&'static str>, req: Request, next: Next) -
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let start = tokio::time::Instant::now();
     metrics::gauge!(HTTP_IN_FLIGHT, "listener" => listener).increment(1.0);
     let resp = next.run(req).await;
@@ -85,8 +85,24 @@ fn record(
     metrics::histogram!(HTTP_DURATION, "listener" => listener, "method" => method, "route" => route).record(took.as_secs_f64());
 }
 
-async fn fallback(req: Request) -> ApiError {
-    metrics::counter!(HTTP_REQUESTS, "listener" => "any", "method" => "any", "route" => "unmatched", "status" => "404")
+/// Methods as metric labels: the standard ones by name, anything a client invents as `other`.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+async fn fallback(listener: &'static str, req: Request) -> ApiError {
+    // Unmatched paths are attacker-chosen: count them under one label, never by path or method.
+    metrics::counter!(HTTP_REQUESTS, "listener" => listener, "method" => "other", "route" => "unmatched", "status" => "404")
         .increment(1);
     ApiError::not_found(format!(
         "no route for {} {}",
