@@ -29,9 +29,14 @@ fn main() -> anyhow::Result<()> {
         Some("ci") => ci(&root),
         Some("services") => services::ensure(),
         Some("test") => test(&root),
+        Some("fuzz") => fuzz(
+            &root,
+            args.get(1).map(String::as_str),
+            args.get(2).map(String::as_str),
+        ),
         _ => {
             bail!(
-                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis"
+                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  fuzz T [S] run fuzz target T (turn) for S seconds (default 60), with cargo-fuzz on nightly"
             )
         }
     }
@@ -79,6 +84,54 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         &["check-config", "--config", "config/default.toml"],
     )?;
     test(root)
+}
+
+/// Fuzz targets by subsystem name.
+const FUZZ_TARGETS: &[(&str, &str)] = &[("turn", "stun_decode")];
+
+/// `cargo xtask fuzz <target> [seconds]`: installs cargo-fuzz if missing, then runs the target with the
+/// committed seeds (`fuzz/seeds/<target>`) plus its growing local corpus (`fuzz/corpus/<target>`, ignored).
+fn fuzz(root: &Path, target: Option<&str>, seconds: Option<&str>) -> anyhow::Result<()> {
+    let names: Vec<&str> = FUZZ_TARGETS.iter().map(|(n, _)| *n).collect();
+    let Some(&(_, bin)) = FUZZ_TARGETS.iter().find(|(n, _)| Some(*n) == target) else {
+        bail!("usage: cargo xtask fuzz <{}> [seconds]", names.join("|"));
+    };
+    let seconds: u64 = seconds
+        .map(str::parse)
+        .transpose()
+        .context("seconds must be a number")?
+        .unwrap_or(60);
+    let has_cargo_fuzz = Command::new("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cargo_fuzz {
+        step(
+            root,
+            "install cargo-fuzz",
+            "cargo",
+            &["install", "cargo-fuzz", "--locked"],
+        )?;
+    }
+    let corpus = root.join("fuzz/corpus").join(bin);
+    std::fs::create_dir_all(&corpus)?;
+    let seeds = root.join("fuzz/seeds").join(bin);
+    let max_time = format!("-max_total_time={seconds}");
+    step(
+        &root.join("fuzz"),
+        &format!("fuzz {bin} for {seconds}s"),
+        "cargo",
+        &[
+            "+nightly",
+            "fuzz",
+            "run",
+            bin,
+            corpus.to_str().context("non-UTF-8 path")?,
+            seeds.to_str().context("non-UTF-8 path")?,
+            "--",
+            &max_time,
+        ],
+    )
 }
 
 /// Runs every test, echoing cargo's output, and ends with one total line (`tests: N passed, M failed`) so the

@@ -80,12 +80,29 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
 
     // Client-chosen methods and paths never become metric labels (bounded cardinality).
     let weird = reqwest::Method::from_bytes(b"FROBNICATE")?;
-    let r = client.request(weird, server.admin_url("/healthz")).send().await?;
+    let r = client
+        .request(weird, server.admin_url("/healthz"))
+        .send()
+        .await?;
     assert_eq!(r.status(), 405);
-    assert_eq!(reqwest::get(server.admin_url("/secret-path-xyz")).await?.status(), 404);
-    let metrics = reqwest::get(server.admin_url("/metrics")).await?.text().await?;
-    assert!(!metrics.contains("FROBNICATE") && !metrics.contains("secret-path-xyz"), "{metrics}");
-    assert!(metrics.contains("listener=\"admin\",method=\"other\",route=\"unmatched\""), "{metrics}");
+    assert_eq!(
+        reqwest::get(server.admin_url("/secret-path-xyz"))
+            .await?
+            .status(),
+        404
+    );
+    let metrics = reqwest::get(server.admin_url("/metrics"))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        !metrics.contains("FROBNICATE") && !metrics.contains("secret-path-xyz"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("listener=\"admin\",method=\"other\",route=\"unmatched\""),
+        "{metrics}"
+    );
 
     // This node is in the registry.
     let nodes: serde_json::Value = reqwest::get(server.admin_url("/api/v1/nodes"))

@@ -1,0 +1,129 @@
+//! Attribute types (RFC 8489 §18.3, RFC 8656 §18, RFC 6062, RFC 8445 ICE) and what we know of each.
+
+/// MAPPED-ADDRESS (RFC 8489).
+pub const MAPPED_ADDRESS: u16 = 0x0001;
+/// USERNAME (RFC 8489).
+pub const USERNAME: u16 = 0x0006;
+/// MESSAGE-INTEGRITY (RFC 8489), HMAC-SHA1.
+pub const MESSAGE_INTEGRITY: u16 = 0x0008;
+/// ERROR-CODE (RFC 8489).
+pub const ERROR_CODE: u16 = 0x0009;
+/// UNKNOWN-ATTRIBUTES (RFC 8489).
+pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+/// CHANNEL-NUMBER (RFC 8656).
+pub const CHANNEL_NUMBER: u16 = 0x000C;
+/// LIFETIME (RFC 8656).
+pub const LIFETIME: u16 = 0x000D;
+/// XOR-PEER-ADDRESS (RFC 8656).
+pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+/// DATA (RFC 8656).
+pub const DATA: u16 = 0x0013;
+/// REALM (RFC 8489).
+pub const REALM: u16 = 0x0014;
+/// NONCE (RFC 8489).
+pub const NONCE: u16 = 0x0015;
+/// XOR-RELAYED-ADDRESS (RFC 8656).
+pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+/// REQUESTED-ADDRESS-FAMILY (RFC 8656).
+pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+/// EVEN-PORT (RFC 8656).
+pub const EVEN_PORT: u16 = 0x0018;
+/// REQUESTED-TRANSPORT (RFC 8656).
+pub const REQUESTED_TRANSPORT: u16 = 0x0019;
+/// DONT-FRAGMENT (RFC 8656).
+pub const DONT_FRAGMENT: u16 = 0x001A;
+/// MESSAGE-INTEGRITY-SHA256 (RFC 8489).
+pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
+/// PASSWORD-ALGORITHM (RFC 8489).
+pub const PASSWORD_ALGORITHM: u16 = 0x001D;
+/// USERHASH (RFC 8489).
+pub const USERHASH: u16 = 0x001E;
+/// XOR-MAPPED-ADDRESS (RFC 8489).
+pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
+/// RESERVATION-TOKEN (RFC 8656).
+pub const RESERVATION_TOKEN: u16 = 0x0022;
+/// PRIORITY (RFC 8445, ICE).
+pub const PRIORITY: u16 = 0x0024;
+/// USE-CANDIDATE (RFC 8445, ICE).
+pub const USE_CANDIDATE: u16 = 0x0025;
+/// CONNECTION-ID (RFC 6062).
+pub const CONNECTION_ID: u16 = 0x002A;
+/// ADDITIONAL-ADDRESS-FAMILY (RFC 8656).
+pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
+/// ADDRESS-ERROR-CODE (RFC 8656).
+pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
+/// PASSWORD-ALGORITHMS (RFC 8489).
+pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
+/// ALTERNATE-DOMAIN (RFC 8489).
+pub const ALTERNATE_DOMAIN: u16 = 0x8003;
+/// ICMP (RFC 8656).
+pub const ICMP: u16 = 0x8004;
+/// SOFTWARE (RFC 8489).
+pub const SOFTWARE: u16 = 0x8022;
+/// ALTERNATE-SERVER (RFC 8489).
+pub const ALTERNATE_SERVER: u16 = 0x8023;
+/// FINGERPRINT (RFC 8489).
+pub const FINGERPRINT: u16 = 0x8028;
+/// ICE-CONTROLLED (RFC 8445).
+pub const ICE_CONTROLLED: u16 = 0x8029;
+/// ICE-CONTROLLING (RFC 8445).
+pub const ICE_CONTROLLING: u16 = 0x802A;
+
+/// Address family values in address attributes and REQUESTED-/ADDITIONAL-ADDRESS-FAMILY.
+pub const FAMILY_IPV4: u8 = 0x01;
+/// See [`FAMILY_IPV4`].
+pub const FAMILY_IPV6: u8 = 0x02;
+
+/// Protocol numbers of REQUESTED-TRANSPORT.
+pub const TRANSPORT_UDP: u8 = 17;
+/// See [`TRANSPORT_UDP`] (RFC 6062).
+pub const TRANSPORT_TCP: u8 = 6;
+
+/// Attributes this codec understands. A comprehension-required attribute (type below 0x8000) that is not
+/// here makes a request fail with 420 Unknown Attribute.
+pub const KNOWN: &[u16] = &[
+    MAPPED_ADDRESS,
+    USERNAME,
+    MESSAGE_INTEGRITY,
+    ERROR_CODE,
+    UNKNOWN_ATTRIBUTES,
+    CHANNEL_NUMBER,
+    LIFETIME,
+    XOR_PEER_ADDRESS,
+    DATA,
+    REALM,
+    NONCE,
+    XOR_RELAYED_ADDRESS,
+    REQUESTED_ADDRESS_FAMILY,
+    EVEN_PORT,
+    REQUESTED_TRANSPORT,
+    DONT_FRAGMENT,
+    MESSAGE_INTEGRITY_SHA256,
+    PASSWORD_ALGORITHM,
+    USERHASH,
+    XOR_MAPPED_ADDRESS,
+    RESERVATION_TOKEN,
+    PRIORITY,
+    USE_CANDIDATE,
+    CONNECTION_ID,
+    ADDITIONAL_ADDRESS_FAMILY,
+    ADDRESS_ERROR_CODE,
+    PASSWORD_ALGORITHMS,
+    ALTERNATE_DOMAIN,
+    ICMP,
+    SOFTWARE,
+    ALTERNATE_SERVER,
+    FINGERPRINT,
+    ICE_CONTROLLED,
+    ICE_CONTROLLING,
+];
+
+/// Is this attribute comprehension-required (RFC 8489 §14: types 0x0000–0x7FFF)?
+pub fn comprehension_required(ty: u16) -> bool {
+    ty < 0x8000
+}
+
+/// Do we understand this attribute?
+pub fn is_known(ty: u16) -> bool {
+    KNOWN.contains(&ty)
+}
