@@ -31,4 +31,55 @@ pub(crate) enum Command {
     Migrate,
     /// Validate the configuration and print it, secrets hidden; exits 2 on any error.
     CheckConfig,
+    /// TURN relay administration (like coturn's turnadmin).
+    Turn {
+        #[command(subcommand)]
+        command: TurnCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TurnCommand {
+    /// Long-term credential users stored in the database.
+    User {
+        #[command(subcommand)]
+        command: TurnUserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TurnUserCommand {
+    /// Add a user, or change its password.
+    Add {
+        /// User name.
+        name: String,
+        /// Password (visible to other local users in the process list; prefer --password-stdin).
+        #[arg(
+            long,
+            short = 'p',
+            conflicts_with = "password_stdin",
+            required_unless_present = "password_stdin"
+        )]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Realm (default: turn.realm).
+        #[arg(long, short = 'r')]
+        realm: Option<String>,
+    },
+    /// Remove a user.
+    Del {
+        /// User name.
+        name: String,
+        /// Realm (default: turn.realm).
+        #[arg(long, short = 'r')]
+        realm: Option<String>,
+    },
+    /// List users (of one realm with --realm).
+    List {
+        /// Only this realm.
+        #[arg(long, short = 'r')]
+        realm: Option<String>,
+    },
 }

@@ -27,7 +27,7 @@ pub(crate) struct Config {
     pub(crate) redis: RedisConfig,
     pub(crate) bus: BusConfig,
     pub(crate) log: LogConfig,
-    pub(crate) turn: PlannedSubsystem,
+    pub(crate) turn: rtcplane_turn_relay::Config,
     pub(crate) sip_agent: PlannedSubsystem,
     pub(crate) hooks: PlannedSubsystem,
     pub(crate) rooms: PlannedSubsystem,
@@ -44,7 +44,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             bus: BusConfig::default(),
             log: LogConfig::default(),
-            turn: PlannedSubsystem::default(),
+            turn: rtcplane_turn_relay::Config::default(),
             sip_agent: PlannedSubsystem::default(),
             hooks: PlannedSubsystem::default(),
             rooms: PlannedSubsystem::default(),
@@ -279,6 +279,14 @@ impl Config {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("turn.listen_udp")
+                .with_list_parse_key("turn.listen_tcp")
+                .with_list_parse_key("turn.listen_tls")
+                .with_list_parse_key("turn.static_users")
+                .with_list_parse_key("turn.static_auth_secrets")
+                .with_list_parse_key("turn.allowed_peer_ip")
+                .with_list_parse_key("turn.denied_peer_ip")
                 .source(Some(env)),
         );
         let raw = builder
@@ -376,8 +384,10 @@ impl Config {
                 format!("{e} (try `info`, `debug`, `info,rtcplane=debug`)"),
             ));
         }
+        if let Err(e) = self.turn.validate() {
+            return Err(ConfigError::at(format!("turn.{}", e.key), e.message));
+        }
         for (name, section, what) in [
-            ("turn", &self.turn, "the TURN relay"),
             ("sip_agent", &self.sip_agent, "the SIP registrar agent"),
             ("hooks", &self.hooks, "the hook gateway"),
             ("rooms", &self.rooms, "the rooms service"),
@@ -405,8 +415,8 @@ impl Config {
     }
 }
 
-/// Hides values of keys that carry secrets: any key whose name contains `password`, `secret`, `token` or
-/// `api_key` is replaced, and passwords inside `*url`/`*urls` values are masked.
+/// Hides values of keys that carry secrets: any key whose name contains `password`, `secret`, `token`,
+/// `api_key` or is `static_users` (`name:password` entries) is replaced, and passwords inside `*url`/`*urls` values are masked.
 fn redact(value: &mut toml::Value, key: &str) {
     let lower = key.to_ascii_lowercase();
     let secret = ["password", "secret", "token", "api_key", "apikey"]
@@ -446,12 +456,15 @@ fn path_error(e: serde_path_to_error::Error<config::ConfigError>) -> ConfigError
         } else {
             format!("{path}.{field}")
         };
-        let expected = expected.trim_start_matches(", ");
-        let hint = if expected.is_empty() {
-            String::new()
-        } else {
-            format!(" ({expected})")
-        };
+        // serde lists the accepted keys as `a`, `b`, …: suggest the closest one.
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let hint = candidates
+            .iter()
+            .map(|c| (edit_distance(field, c), *c))
+            .filter(|(d, _)| *d <= 2 || field.len() > 4 && *d <= field.len() / 3)
+            .min()
+            .map(|(_, c)| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
         return ConfigError::at(key, format!("unknown key{hint}"));
     }
     if path == "." || path.is_empty() {
@@ -459,6 +472,22 @@ fn path_error(e: serde_path_to_error::Error<config::ConfigError>) -> ConfigError
     } else {
         ConfigError::at(path, inner)
     }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// The config crate appends ` for key `x`` to messages; the key is named by us, so drop the repetition.
@@ -519,6 +548,10 @@ mod tests {
         assert_eq!(c.storage.url, "sqlite:./data/rtcplane.db");
         assert_eq!(c.bus.backend, BusBackend::Memory);
         assert!(c.redis.url.is_empty());
+        assert!(
+            c.turn.enabled,
+            "every subsystem that exists is on by default"
+        );
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
     }
 
@@ -553,9 +586,17 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("turn.enabld"), "{e}");
         assert!(e.to_string().contains("turn.enabld"), "{e}");
         assert!(
-            e.to_string().contains("unknown key (expected `enabled`)"),
+            e.to_string()
+                .ends_with("unknown key; did you mean `enabled`?"),
             "{e}"
         );
+        let e = err("[turn]\nzzz = 1\n", &[]);
+        assert!(
+            e.to_string().ends_with("unknown key"),
+            "no far-fetched hint: {e}"
+        );
+        let e = err("[tunr]\nenabled = false\n", &[]);
+        assert!(e.to_string().ends_with("did you mean `turn`?"), "{e}");
 
         let e = err("", &[("RTCPLANE__HTTP__ADMIN_LISTN", "127.0.0.1:1")]);
         assert_eq!(e.key.as_deref(), Some("http.admin_listn"), "{e}");
@@ -604,7 +645,19 @@ mod tests {
                 "http.admin_listen",
             ),
             ("node_id = \"a b\"\n", "node_id"),
-            ("[turn]\nenabled = true\n", "turn.enabled"),
+            (
+                "[turn]\nmin_port = 6000\nmax_port = 5000\n",
+                "turn.min_port",
+            ),
+            (
+                "[turn]\nstatic_users = [\"nopassword\"]\n",
+                "turn.static_users",
+            ),
+            (
+                "[turn]\nallowed_peer_ip = [\"10.0.0.0/99\"]\n",
+                "turn.allowed_peer_ip",
+            ),
+            ("[turn]\nrelay_ip = \"::1\"\n", "turn.relay_ip"),
             ("[sip_agent]\nenabled = true\n", "sip_agent.enabled"),
         ] {
             let e = err(toml, &[]);

@@ -1,6 +1,7 @@
 //! The `rtcplane` binary: it only composes. Parse the CLI, load and validate the whole config (exit 2 naming
 //! the key on any problem), then run the command. Everything with behaviour lives in the crates it wires.
 
+mod admin;
 mod cli;
 mod config;
 mod http;
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve::serve(config).await,
             Command::Migrate => serve::migrate(&config).await,
+            Command::Turn { command } => admin::turn(&config, command).await,
             Command::CheckConfig => Ok(()),
         }
     });

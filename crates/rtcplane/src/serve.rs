@@ -28,6 +28,13 @@ async fn connect_storage(config: &Config) -> anyhow::Result<Storage> {
     Ok(Storage::connect(&options).await?)
 }
 
+/// Connects and brings the schema up to date (for commands that use the store directly).
+pub(crate) async fn connect_migrated(config: &Config) -> anyhow::Result<Storage> {
+    let storage = connect_storage(config).await?;
+    storage.migrate().await?;
+    Ok(storage)
+}
+
 /// `rtcplane migrate`.
 pub(crate) async fn migrate(config: &Config) -> anyhow::Result<()> {
     let storage = connect_storage(config).await?;

@@ -6,8 +6,8 @@
 //! subsystems are started; a disabled one opens no port and spawns no task, because its start function is
 //! never called.
 //!
-//! No subsystem crate has landed yet: their config sections exist (see `config::PlannedSubsystem`) and
-//! enabling one is a config error. Each subsystem issue adds its arm to [`start_enabled`].
+//! Landed: the TURN relay (`turn`). The others' config sections exist (see `config::PlannedSubsystem`) and
+//! enabling one is a config error; each subsystem issue adds its arm to [`start_enabled`].
 
 use rtcplane_event_bus::Bus;
 use rtcplane_storage::{Redis, Storage};
@@ -19,17 +19,16 @@ use crate::readiness::Probe;
 
 /// What the binary hands a subsystem at start.
 #[derive(Clone, Debug)]
-#[allow(dead_code)] // read by subsystem adapters as they land
 pub(crate) struct Context {
     pub(crate) bus: Bus,
     pub(crate) storage: Storage,
+    #[allow(dead_code)] // for subsystems that keep cluster-wide state in Redis
     pub(crate) redis: Option<Redis>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
 
 /// A running subsystem, as the binary sees it.
-#[allow(dead_code)] // constructed by subsystem adapters as they land
 pub(crate) struct Started {
     /// Its name, as in its config section (`turn`, `sip_agent`, …); also its readiness check's name.
     pub(crate) name: &'static str,
@@ -51,8 +50,26 @@ impl std::fmt::Debug for Started {
 
 /// Starts every enabled subsystem, in a fixed order, under `ctx.shutdown`.
 pub(crate) async fn start_enabled(config: &Config, ctx: &Context) -> anyhow::Result<Vec<Started>> {
-    let started = Vec::new();
+    let mut started = Vec::new();
+    if config.turn.enabled {
+        let turn = rtcplane_turn_relay::start(
+            config.turn.clone(),
+            &ctx.bus,
+            &ctx.storage,
+            ctx.shutdown.clone(),
+            ctx.tasks.clone(),
+        )
+        .await?;
+        started.push(Started {
+            name: "turn",
+            public: None,
+            admin: None,
+            ready: crate::readiness::probe(move || {
+                let r = turn.ready();
+                async move { r }
+            }),
+        });
+    }
     // Config validation has refused `enabled = true` for every subsystem not in this build.
-    let _ = (config, ctx);
     Ok(started)
 }

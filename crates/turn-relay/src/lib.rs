@@ -1,9 +1,224 @@
 //! rtcplane's TURN relay subsystem: a coturn replacement speaking RFC 8656 TURN over RFC 8489 STUN.
 //!
-//! What is here now is the protocol core we own: [`stun`], a pure codec (bytes in, values out, no I/O, no
-//! allocation while decoding) for every STUN/TURN method and attribute, message integrity (HMAC-SHA1 and
-//! HMAC-SHA256, compared in constant time), fingerprints, long-term credential keys, ChannelData and stream
-//! framing. The server (listeners, authentication, allocations, relay loops) is built on it next; until then
-//! this crate is not wired into the binary and `[turn] enabled` stays false.
+//! - [`stun`]: the pure codec (bytes in, values out, no I/O, no allocation while decoding).
+//! - [`start`]: binds the UDP and TCP listeners of [`Config`], then relays: long-term credentials (static
+//!   users, TURN REST API secrets, database users), stateless expiring nonces, allocations with permissions
+//!   and channels, the peer policy, and `turn.allocation.*` events on the bus.
+//!
+//! Not here yet: TLS listeners, RFC 6062 TCP relays, coturn's Redis statistics, quotas, the HTTP API.
 
+mod allocation;
+mod auth;
+mod config;
+mod metrics;
+mod policy;
+mod server;
 pub mod stun;
+pub mod users;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtcplane_event_bus::Bus;
+use rtcplane_storage::Storage;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use allocation::{FiveTuple, Transport};
+pub use auth::rest_password;
+pub use config::{Config, ConfigError};
+pub use policy::{IpRange, PeerPolicy};
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("turn.{0}")]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on turn.{key} = {addr}: {source}")]
+    Bind {
+        /// `listen_udp` or `listen_tcp`.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS listeners are configured but not supported by this build yet.
+    #[error("turn.listen_tls: TLS listeners are not available in this build yet; remove them")]
+    TlsUnsupported,
+}
+
+/// The running relay.
+#[derive(Clone)]
+pub struct Turn {
+    server: Arc<server::Server>,
+    udp: Vec<SocketAddr>,
+    tcp: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn")
+            .field("udp", &self.udp)
+            .field("tcp", &self.tcp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Turn {
+    /// Bound UDP listener addresses.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp
+    }
+
+    /// Bound TCP listener addresses.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp
+    }
+
+    /// Active allocations.
+    pub fn allocations(&self) -> usize {
+        self.server.allocations.len()
+    }
+
+    /// Ready while not shutting down.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.server.shutdown.is_cancelled() {
+            Err("shutting down".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The relay IPv4 address: `relay_ip`, else the address the host would use for outbound traffic, else
+/// loopback (with a warning: clients elsewhere could not reach it).
+fn resolve_relay_ip(config: &Config) -> IpAddr {
+    if let Ok(ip) = config.relay_ip.parse() {
+        return ip;
+    }
+    if let Some(ip) = config
+        .listen_udp
+        .iter()
+        .chain(&config.listen_tcp)
+        .map(SocketAddr::ip)
+        .find(|ip| ip.is_ipv4() && !ip.is_unspecified())
+    {
+        return ip;
+    }
+    // A connected UDP socket reveals the outbound interface; nothing is sent.
+    let probed = StdUdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified());
+    probed.unwrap_or_else(|| {
+        tracing::warn!(
+            "turn: no relay_ip set and no outbound interface found; relaying on 127.0.0.1"
+        );
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    })
+}
+
+/// Binds the listeners and starts relaying until `shutdown`. Tasks are tracked by `tasks`.
+pub async fn start(
+    config: Config,
+    bus: &Bus,
+    storage: &Storage,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> Result<Turn, StartError> {
+    config.validate()?;
+    if !config.listen_tls.is_empty() {
+        return Err(StartError::TlsUnsupported);
+    }
+    metrics::describe();
+    let creds = auth::Credentials::new(
+        &config.realm,
+        &config.static_users,
+        &config.static_auth_secrets,
+        config.database_users.then(|| storage.clone()),
+        config.nonce_lifetime,
+    );
+    let policy = PeerPolicy::new(
+        config.allow_loopback_peers,
+        &config.allowed_peer_ip,
+        &config.denied_peer_ip,
+    )
+    .map_err(|message| ConfigError {
+        key: "allowed_peer_ip",
+        message,
+    })?;
+    let relay = server::RelaySettings {
+        ip4: resolve_relay_ip(&config),
+        ip6: config.relay_ip6.parse().ok(),
+        external4: config.external_ip.parse().ok(),
+        min_port: config.min_port,
+        max_port: config.max_port,
+    };
+    let limits = server::Limits {
+        default_lifetime: config.default_lifetime,
+        max_lifetime: config.max_lifetime,
+        software: config.software.clone(),
+    };
+    let server = Arc::new(server::Server::new(
+        creds,
+        policy,
+        relay.clone(),
+        limits,
+        bus.publisher("turn"),
+        tasks.clone(),
+        shutdown.clone(),
+    ));
+
+    let mut udp = Vec::new();
+    let mut udp_sockets = Vec::new();
+    for &addr in &config.listen_udp {
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                key: "listen_udp",
+                addr,
+                source,
+            })?;
+        udp.push(socket.local_addr().unwrap_or(addr));
+        udp_sockets.push(Arc::new(socket));
+    }
+    let mut tcp = Vec::new();
+    let mut tcp_listeners = Vec::new();
+    for &addr in &config.listen_tcp {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                key: "listen_tcp",
+                addr,
+                source,
+            })?;
+        tcp.push(listener.local_addr().unwrap_or(addr));
+        tcp_listeners.push(listener);
+    }
+    for socket in udp_sockets {
+        tasks.spawn(server.clone().run_udp(socket));
+    }
+    for listener in tcp_listeners {
+        tasks.spawn(server.clone().run_tcp(listener));
+    }
+    let sweeper = server.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = sweeper.shutdown.cancelled() => return,
+                _ = tick.tick() => sweeper.sweep_reservations(),
+            }
+        }
+    });
+    tracing::info!(udp = ?udp, tcp = ?tcp, relay_ip = %relay.ip4, realm = %config.realm, "turn: relaying");
+    Ok(Turn { server, udp, tcp })
+}

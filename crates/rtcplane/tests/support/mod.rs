@@ -107,6 +107,8 @@ impl ServerBuilder {
             .env("RTCPLANE__HTTP__PUBLIC_LISTEN", public.to_string())
             .env("RTCPLANE__STORAGE__HEARTBEAT_INTERVAL", "1s")
             .env("RTCPLANE__LOG__LEVEL", "info,rtcplane=debug")
+            // TURN would bind 0.0.0.0:3478 in every test process; tests that relay enable it on free ports.
+            .env("RTCPLANE__TURN__ENABLED", "false")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?);
         if !self.toml.is_empty() {

@@ -6,14 +6,16 @@ use super::{HEADER_LEN, MAGIC_COOKIE};
 /// A ChannelData message: a 4-byte header (channel, length) and the application data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelData<'a> {
-    /// The channel number, 0x4000–0x4FFF.
+    /// The channel number, 0x4000–0x7FFF (see [`CHANNELS`]).
     pub channel: u16,
     /// The data (without padding).
     pub data: &'a [u8],
 }
 
-/// Valid channel numbers (RFC 8656 §12).
-pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
+/// Channel numbers accepted: RFC 5766's 0x4000–0x7FFF. RFC 8656 §12 narrowed new channels to 0x4000–0x4FFF,
+/// but deployed clients (coturn's own tools among them) still pick numbers up to 0x7FFF, and coturn accepts
+/// them; refusing them would break clients an operator cannot change.
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
 impl<'a> ChannelData<'a> {
     /// Decodes a ChannelData message; over UDP the datagram may carry padding after the data.

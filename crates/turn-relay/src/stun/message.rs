@@ -38,7 +38,7 @@ pub enum DecodeError {
     /// An attribute's value is malformed (wrong size, bad family, invalid UTF-8, too long).
     #[error("malformed attribute {0:#06x}")]
     BadAttribute(u16),
-    /// Not a ChannelData message (channel number outside 0x4000–0x4FFF).
+    /// Not a ChannelData message (channel number outside 0x4000–0x7FFF).
     #[error("not a ChannelData message")]
     NotChannelData,
     /// ChannelData shorter than its length field says.

@@ -16,7 +16,7 @@ mod error_code;
 mod integrity;
 mod message;
 
-pub use channel::{ChannelData, frame_len};
+pub use channel::{CHANNELS, ChannelData, frame_len};
 pub use encode::Encoder;
 pub use error_code::ErrorCode;
 pub use integrity::{IntegrityError, IntegrityKind, LongTermKey, PasswordAlgorithm};

@@ -338,8 +338,13 @@ fn channel_data_and_stream_framing() {
     assert_eq!(frame_len(&out), Ok(Some(12)));
     assert_eq!(frame_len(&out[..3]), Ok(None));
     assert_eq!(
-        ChannelData::decode(&[0x50, 0, 0, 0]).err(),
+        ChannelData::decode(&[0x80, 0, 0, 0]).err(),
         Some(DecodeError::NotChannelData)
+    );
+    // RFC 5766's range, still used by deployed clients.
+    assert_eq!(
+        ChannelData::decode(&[0x7f, 0xff, 0, 0]).map(|c| c.channel),
+        Ok(0x7fff)
     );
     assert_eq!(
         ChannelData::decode(&[0x40, 0, 0, 9, 1]).err(),

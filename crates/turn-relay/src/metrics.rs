@@ -1,0 +1,83 @@
+//! `rtcplane_turn_*` metrics (bounded labels: methods, results, reasons, directions).
+
+use std::time::Duration;
+
+const ALLOCATIONS: &str = "rtcplane_turn_allocations";
+const CREATED: &str = "rtcplane_turn_allocations_created_total";
+const DELETED: &str = "rtcplane_turn_allocations_deleted_total";
+const REQUESTS: &str = "rtcplane_turn_requests_total";
+const REQUEST_DURATION: &str = "rtcplane_turn_request_duration_seconds";
+const ERRORS: &str = "rtcplane_turn_error_responses_total";
+const AUTH_FAILURES: &str = "rtcplane_turn_auth_failures_total";
+const PEER_DENIED: &str = "rtcplane_turn_peer_denied_total";
+const DROPPED: &str = "rtcplane_turn_packets_dropped_total";
+const PACKETS: &str = "rtcplane_turn_relayed_packets_total";
+const BYTES: &str = "rtcplane_turn_relayed_bytes_total";
+
+pub(crate) fn describe() {
+    metrics::describe_gauge!(ALLOCATIONS, "Active TURN allocations.");
+    metrics::describe_counter!(CREATED, "TURN allocations created.");
+    metrics::describe_counter!(
+        DELETED,
+        "TURN allocations deleted (expired, refreshed to 0, closed)."
+    );
+    metrics::describe_counter!(
+        REQUESTS,
+        "STUN/TURN requests answered, by method and result."
+    );
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time to answer a STUN/TURN request."
+    );
+    metrics::describe_counter!(ERRORS, "Error responses sent, by code.");
+    metrics::describe_counter!(AUTH_FAILURES, "Authentication failures, by reason.");
+    metrics::describe_counter!(
+        PEER_DENIED,
+        "Permissions or channels refused by the peer policy (403)."
+    );
+    metrics::describe_counter!(DROPPED, "Packets dropped, by reason.");
+    metrics::describe_counter!(
+        PACKETS,
+        "Packets relayed, by direction (to_peer, to_client)."
+    );
+    metrics::describe_counter!(BYTES, "Application bytes relayed, by direction.");
+    metrics::gauge!(ALLOCATIONS).set(0.0);
+}
+
+pub(crate) fn allocation_created(now: usize) {
+    metrics::counter!(CREATED).increment(1);
+    metrics::gauge!(ALLOCATIONS).set(now as f64);
+}
+
+pub(crate) fn allocation_deleted(now: usize) {
+    metrics::counter!(DELETED).increment(1);
+    metrics::gauge!(ALLOCATIONS).set(now as f64);
+}
+
+pub(crate) fn request(method: &'static str, ok: bool, took: Duration) {
+    let result = if ok { "success" } else { "error" };
+    metrics::counter!(REQUESTS, "method" => method, "result" => result).increment(1);
+    metrics::histogram!(REQUEST_DURATION, "method" => method).record(took.as_secs_f64());
+}
+
+pub(crate) fn error(code: u16) {
+    metrics::counter!(ERRORS, "code" => code.to_string()).increment(1);
+}
+
+pub(crate) fn auth_failure(reason: &'static str) {
+    metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+pub(crate) fn peer_denied() {
+    metrics::counter!(PEER_DENIED).increment(1);
+}
+
+pub(crate) fn dropped(reason: &'static str) {
+    metrics::counter!(DROPPED, "reason" => reason).increment(1);
+}
+
+pub(crate) fn relayed(direction: &'static str, bytes: usize) {
+    metrics::counter!(PACKETS, "direction" => direction).increment(1);
+    metrics::counter!(BYTES, "direction" => direction).increment(bytes as u64);
+}

@@ -1,0 +1,986 @@
+//! The relay: listeners, request handling, and the data path.
+//!
+//! Packet flow. Client → peer: the listener task reads a datagram (or a framed message on a stream), and if
+//! it is ChannelData or a Send indication (the data path) looks the 5-tuple up in a sharded map, checks the
+//! permission under the allocation's own lock and sends from the allocation's relay socket, using only the
+//! receive buffer: no allocation, no global lock. Requests (Allocate, Refresh, …) go to their own task, so a
+//! slow credential lookup never stalls the listener. Peer → client: each relayed socket has one task that
+//! reads into its own buffer, checks the permission, and writes ChannelData (channel bound) or a Data
+//! indication into a second reused buffer sent on the listener socket (or the client's stream).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use rtcplane_event_bus::Publisher;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::allocation::{Allocation, ClientSink, FiveTuple, Relay, Transport};
+use crate::auth::{self, Credentials, NonceCheck};
+use crate::metrics as m;
+use crate::policy::PeerPolicy;
+use crate::stun::{
+    ChannelData, Class, DecodeError, Encoder, ErrorCode, IntegrityError, IntegrityKind,
+    LongTermKey, Message, Method, PasswordAlgorithm, TransactionId, attr, frame_len,
+};
+
+/// Largest message we handle (a UDP datagram).
+const MAX_DATAGRAM: usize = 65536;
+
+/// Relay addresses and ports.
+#[derive(Clone, Debug)]
+pub(crate) struct RelaySettings {
+    pub(crate) ip4: IpAddr,
+    pub(crate) ip6: Option<IpAddr>,
+    pub(crate) external4: Option<IpAddr>,
+    pub(crate) min_port: u16,
+    pub(crate) max_port: u16,
+}
+
+/// Lifetimes and the SOFTWARE string.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub(crate) default_lifetime: Duration,
+    pub(crate) max_lifetime: Duration,
+    pub(crate) software: String,
+}
+
+/// Shared state of the relay.
+pub(crate) struct Server {
+    pub(crate) creds: Credentials,
+    pub(crate) policy: PeerPolicy,
+    pub(crate) relay: RelaySettings,
+    pub(crate) limits: Limits,
+    pub(crate) allocations: DashMap<FiveTuple, Arc<Allocation>>,
+    pub(crate) events: Publisher,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    next_id: AtomicU64,
+    next_port: AtomicU64,
+    reservations: DashMap<[u8; 8], (Arc<UdpSocket>, Instant)>,
+}
+
+/// A client connection as the request handler sees it.
+#[derive(Clone)]
+pub(crate) struct Client {
+    pub(crate) tuple: FiveTuple,
+    pub(crate) sink: ClientSink,
+}
+
+struct Authed {
+    username: String,
+    key: LongTermKey,
+    kind: IntegrityKind,
+}
+
+impl Server {
+    pub(crate) fn new(
+        creds: Credentials,
+        policy: PeerPolicy,
+        relay: RelaySettings,
+        limits: Limits,
+        events: Publisher,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let span = u64::from(relay.max_port - relay.min_port) + 1;
+        Self {
+            creds,
+            policy,
+            limits,
+            allocations: DashMap::new(),
+            events,
+            tasks,
+            shutdown,
+            next_id: AtomicU64::new(rand::random_range(
+                100_000_000_000_000_000..900_000_000_000_000_000,
+            )),
+            next_port: AtomicU64::new(rand::random_range(0..span)),
+            reservations: DashMap::new(),
+            relay,
+        }
+    }
+
+    // ---------------------------------------------------------------- listeners
+
+    /// Reads datagrams from one UDP listener until shutdown.
+    pub(crate) async fn run_udp(self: Arc<Self>, socket: Arc<UdpSocket>) {
+        let local = match socket.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        let mut buf = vec![0_u8; MAX_DATAGRAM];
+        loop {
+            let (n, from) = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                r = socket.recv_from(&mut buf) => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // ICMP errors surface here on some systems; keep serving.
+                        tracing::debug!(error = %e, "turn: udp receive error");
+                        continue;
+                    }
+                },
+            };
+            let client = Client {
+                tuple: FiveTuple {
+                    client: from,
+                    server: local,
+                    transport: Transport::Udp,
+                },
+                sink: ClientSink::Udp {
+                    socket: socket.clone(),
+                    client: from,
+                },
+            };
+            self.clone().on_message(&buf[..n], client).await;
+        }
+    }
+
+    /// Accepts TCP connections on one listener until shutdown.
+    pub(crate) async fn run_tcp(self: Arc<Self>, listener: TcpListener) {
+        let Ok(local) = listener.local_addr() else {
+            return;
+        };
+        loop {
+            let (stream, from) = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "turn: accept error");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let (read, write) = stream.into_split();
+            let tuple = FiveTuple {
+                client: from,
+                server: local,
+                transport: Transport::Tcp,
+            };
+            let server = self.clone();
+            self.tasks
+                .spawn(server.run_stream(read, Box::new(write), tuple));
+        }
+    }
+
+    /// Serves one stream connection (TCP or TLS): framed messages in, responses and data out.
+    pub(crate) async fn run_stream<R: AsyncRead + Unpin + Send>(
+        self: Arc<Self>,
+        mut read: R,
+        write: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+        tuple: FiveTuple,
+    ) {
+        let sink = ClientSink::Stream(Arc::new(tokio::sync::Mutex::new(write)));
+        let client = Client { tuple, sink };
+        let mut buf = vec![0_u8; MAX_DATAGRAM + 8];
+        let mut filled = 0;
+        'conn: loop {
+            // Serve every complete message in the buffer.
+            loop {
+                match frame_len(&buf[..filled]) {
+                    Ok(Some(len)) if len <= filled => {
+                        // ChannelData may carry padding after the data; the message is what frame_len says.
+                        self.clone().on_message(&buf[..len], client.clone()).await;
+                        buf.copy_within(len..filled, 0);
+                        filled -= len;
+                    }
+                    Ok(Some(len)) if len > buf.len() => break 'conn,
+                    Ok(_) => break,
+                    Err(_) => break 'conn, // cannot frame: the stream is garbage
+                }
+            }
+            let n = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                r = read.read(&mut buf[filled..]) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
+            };
+            filled += n;
+        }
+        // RFC 8656 §5: a stream's allocation ends with its connection.
+        if let Some((_, alloc)) = self.allocations.remove(&tuple) {
+            alloc.cancel.cancel();
+        }
+    }
+
+    // ---------------------------------------------------------------- dispatch
+
+    async fn on_message(self: Arc<Self>, pkt: &[u8], client: Client) {
+        if pkt.is_empty() {
+            return;
+        }
+        if pkt[0] & 0xC0 == 0x40 {
+            self.channel_data_from_client(pkt, &client.tuple);
+            return;
+        }
+        if !Message::looks_like_stun(pkt) {
+            m::dropped("not_stun");
+            return;
+        }
+        match Message::decode(pkt) {
+            Ok(msg) if msg.class == Class::Indication && msg.method == Method::SEND => {
+                self.send_indication(&msg, &client.tuple);
+            }
+            Ok(msg) if msg.class == Class::Request => {
+                if client.sink.is_stream() {
+                    // A stream is served in order; its reads wait for this request anyway.
+                    self.request(pkt, &client).await;
+                } else {
+                    // UDP: answer in a task of its own, so the listener keeps reading.
+                    let owned = pkt.to_vec();
+                    let server = self.clone();
+                    self.tasks
+                        .spawn(async move { server.request(&owned, &client).await });
+                }
+            }
+            Ok(_) => m::dropped("unexpected_class"),
+            Err(e) => {
+                m::dropped("malformed");
+                // A request whose header is sound but whose attributes are not gets 400 (RFC 8489 §6.3).
+                if matches!(
+                    e,
+                    DecodeError::AttributeOverrun(_)
+                        | DecodeError::TooManyAttributes
+                        | DecodeError::BadLength
+                ) && let Some(resp) = bare_error(pkt, ErrorCode::BAD_REQUEST)
+                {
+                    let _ = client.sink.send(&resp).await;
+                }
+            }
+        }
+    }
+
+    async fn request(self: &Arc<Self>, pkt: &[u8], client: &Client) {
+        let Ok(msg) = Message::decode(pkt) else {
+            return;
+        };
+        let started = Instant::now();
+        let method = msg.method;
+        let resp = self.handle_request(&msg, client).await;
+        let ok = resp.as_deref().is_some_and(|r| {
+            r.len() >= 2
+                && crate::stun::split_message_type(u16::from_be_bytes([r[0], r[1]])).1
+                    == Class::Success
+        });
+        m::request(method.name().unwrap_or("other"), ok, started.elapsed());
+        if let Some(resp) = resp
+            && let Err(e) = client.sink.send(&resp).await
+        {
+            tracing::debug!(error = %e, "turn: cannot answer client");
+        }
+    }
+
+    async fn handle_request(
+        self: &Arc<Self>,
+        msg: &Message<'_>,
+        client: &Client,
+    ) -> Option<Vec<u8>> {
+        let unknown: Vec<u16> = msg.unknown_comprehension_required().collect();
+        if !unknown.is_empty() {
+            return Some(self.error(msg, ErrorCode::UNKNOWN_ATTRIBUTE, None, |e| {
+                e.unknown_attributes(&unknown);
+            }));
+        }
+        match msg.method {
+            Method::BINDING => Some(self.binding(msg, client)),
+            Method::ALLOCATE
+            | Method::REFRESH
+            | Method::CREATE_PERMISSION
+            | Method::CHANNEL_BIND => {
+                let auth = match self.authenticate(msg, client).await {
+                    Ok(a) => a,
+                    Err(resp) => return Some(resp),
+                };
+                Some(match msg.method {
+                    Method::ALLOCATE => self.allocate(msg, client, auth).await,
+                    Method::REFRESH => self.refresh(msg, client, auth),
+                    Method::CREATE_PERMISSION => self.create_permission(msg, client, auth),
+                    _ => self.channel_bind(msg, client, auth),
+                })
+            }
+            // RFC 6062 TCP relays are not offered yet.
+            Method::CONNECT | Method::CONNECTION_BIND => {
+                Some(self.error(msg, ErrorCode::UNSUPPORTED_TRANSPORT, None, |_| {}))
+            }
+            _ => Some(self.error(msg, ErrorCode::BAD_REQUEST, None, |_| {})),
+        }
+    }
+
+    // ---------------------------------------------------------------- responses
+
+    fn response<'b>(&self, buf: &'b mut Vec<u8>, msg: &Message<'_>, class: Class) -> Encoder<'b> {
+        let mut e = Encoder::new(buf, msg.method, class, msg.transaction_id);
+        if !self.limits.software.is_empty() {
+            e.string(attr::SOFTWARE, &self.limits.software);
+        }
+        e
+    }
+
+    fn sign(e: &mut Encoder<'_>, auth: Option<&Authed>) {
+        if let Some(a) = auth {
+            match a.kind {
+                IntegrityKind::Sha1 => e.message_integrity(a.key.as_bytes()),
+                IntegrityKind::Sha256 => e.message_integrity_sha256(a.key.as_bytes()),
+            };
+        }
+        e.fingerprint();
+    }
+
+    fn error(
+        &self,
+        msg: &Message<'_>,
+        code: ErrorCode,
+        auth: Option<&Authed>,
+        extra: impl FnOnce(&mut Encoder<'_>),
+    ) -> Vec<u8> {
+        m::error(code.code);
+        tracing::debug!(
+            method = msg.method.name().unwrap_or("other"),
+            code = code.code,
+            "turn: error response"
+        );
+        let mut buf = Vec::with_capacity(128);
+        let mut e = self.response(&mut buf, msg, Class::Error);
+        e.error_code(code);
+        extra(&mut e);
+        Self::sign(&mut e, auth);
+        e.finish().map(<[u8]>::to_vec).unwrap_or_default()
+    }
+
+    fn challenge(&self, msg: &Message<'_>, client: &Client, code: ErrorCode) -> Vec<u8> {
+        let nonce = self.creds.nonce(client.tuple.client.ip());
+        self.error(msg, code, None, |e| {
+            e.string(attr::REALM, self.creds.realm())
+                .string(attr::NONCE, &nonce)
+                .password_algorithms(auth::ALGORITHMS);
+        })
+    }
+
+    // ---------------------------------------------------------------- authentication
+
+    async fn authenticate(&self, msg: &Message<'_>, client: &Client) -> Result<Authed, Vec<u8>> {
+        if !msg.has_integrity() {
+            return Err(self.challenge(msg, client, ErrorCode::UNAUTHENTICATED));
+        }
+        let (Ok(Some(username)), Ok(Some(realm)), Ok(Some(nonce))) =
+            (msg.username(), msg.realm(), msg.nonce())
+        else {
+            tracing::debug!(username = ?msg.username(), realm = ?msg.realm(), nonce = ?msg.nonce(), "turn: credentials incomplete");
+            return Err(self.error(msg, ErrorCode::BAD_REQUEST, None, |_| {}));
+        };
+        match self.creds.check_nonce(nonce, client.tuple.client.ip()) {
+            NonceCheck::Valid => {}
+            NonceCheck::Stale | NonceCheck::Invalid => {
+                m::auth_failure("stale_nonce");
+                return Err(self.challenge(msg, client, ErrorCode::STALE_NONCE));
+            }
+        }
+        if realm != self.creds.realm() {
+            m::auth_failure("wrong_realm");
+            return Err(self.challenge(msg, client, ErrorCode::UNAUTHENTICATED));
+        }
+        // RFC 8489 §9.2.4: a client that chose an algorithm must echo the list we offered.
+        let algorithm = match msg.password_algorithm() {
+            Ok(None) => PasswordAlgorithm::Md5,
+            Ok(Some(n)) => {
+                let offered: Vec<u16> = auth::ALGORITHMS.iter().map(|a| a.number()).collect();
+                let echoed: Option<Vec<u16>> = msg
+                    .password_algorithms()
+                    .ok()
+                    .flatten()
+                    .map(Iterator::collect);
+                match (PasswordAlgorithm::from_number(n), echoed) {
+                    (Some(a), Some(list)) if list == offered => a,
+                    (_, echoed) => {
+                        tracing::debug!(
+                            algorithm = n,
+                            ?echoed,
+                            "turn: PASSWORD-ALGORITHMS not echoed"
+                        );
+                        return Err(self.error(msg, ErrorCode::BAD_REQUEST, None, |_| {}));
+                    }
+                }
+            }
+            Err(_) => return Err(self.error(msg, ErrorCode::BAD_REQUEST, None, |_| {})),
+        };
+        let keys = self.creds.keys(username, algorithm).await;
+        for key in keys {
+            match msg.verify_integrity(key.as_bytes()) {
+                Ok(kind) => {
+                    return Ok(Authed {
+                        username: username.to_owned(),
+                        key,
+                        kind,
+                    });
+                }
+                Err(IntegrityError::Mismatch) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "turn: integrity attribute malformed");
+                    return Err(self.error(msg, ErrorCode::BAD_REQUEST, None, |_| {}));
+                }
+            }
+        }
+        m::auth_failure("bad_credentials");
+        Err(self.challenge(msg, client, ErrorCode::UNAUTHENTICATED))
+    }
+
+    // ---------------------------------------------------------------- methods
+
+    fn binding(&self, msg: &Message<'_>, client: &Client) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(64);
+        let mut e = self.response(&mut buf, msg, Class::Success);
+        e.xor_address(attr::XOR_MAPPED_ADDRESS, client.tuple.client);
+        e.fingerprint();
+        e.finish().map(<[u8]>::to_vec).unwrap_or_default()
+    }
+
+    async fn allocate(
+        self: &Arc<Self>,
+        msg: &Message<'_>,
+        client: &Client,
+        auth: Authed,
+    ) -> Vec<u8> {
+        if let Some(existing) = self.allocations.get(&client.tuple).map(|a| a.clone()) {
+            if existing.allocate_tid == msg.transaction_id {
+                // A retransmission of the request that created it: the same success again.
+                return self.allocate_success(msg, client, &existing, None, None, &auth);
+            }
+            return self.error(msg, ErrorCode::ALLOCATION_MISMATCH, Some(&auth), |_| {});
+        }
+        match msg.requested_transport() {
+            Ok(Some(attr::TRANSPORT_UDP)) => {}
+            Ok(Some(_)) => {
+                return self.error(msg, ErrorCode::UNSUPPORTED_TRANSPORT, Some(&auth), |_| {});
+            }
+            _ => return self.error(msg, ErrorCode::BAD_REQUEST, Some(&auth), |_| {}),
+        }
+        if msg.dont_fragment() {
+            // We cannot set DF on relayed datagrams without unsafe socket options: RFC 8656 §7.2 says to
+            // answer as for an unknown comprehension-required attribute.
+            return self.error(msg, ErrorCode::UNKNOWN_ATTRIBUTE, Some(&auth), |e| {
+                e.unknown_attributes(&[attr::DONT_FRAGMENT]);
+            });
+        }
+        let (Ok(even), Ok(token), Ok(family), Ok(additional)) = (
+            msg.even_port(),
+            msg.reservation_token(),
+            msg.requested_address_family(),
+            msg.additional_address_family(),
+        ) else {
+            return self.error(msg, ErrorCode::BAD_REQUEST, Some(&auth), |_| {});
+        };
+        if token.is_some() && (even.is_some() || family.is_some())
+            || family.is_some() && additional.is_some()
+        {
+            return self.error(msg, ErrorCode::BAD_REQUEST, Some(&auth), |_| {});
+        }
+        let v6_only = match family {
+            None | Some(attr::FAMILY_IPV4) => false,
+            Some(attr::FAMILY_IPV6) => true,
+            Some(_) => {
+                return self.error(
+                    msg,
+                    ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
+                    Some(&auth),
+                    |_| {},
+                );
+            }
+        };
+        let dual = match additional {
+            None => false,
+            Some(attr::FAMILY_IPV6) => true,
+            Some(_) => return self.error(msg, ErrorCode::BAD_REQUEST, Some(&auth), |_| {}),
+        };
+        let lifetime = self.granted_lifetime(msg);
+
+        // Relayed sockets: a reserved one, or fresh ones per family.
+        let mut relays = Vec::with_capacity(2);
+        let mut reserved_token = None;
+        let mut v6_error = None;
+        if let Some(token) = token {
+            match self.reservations.remove(&token) {
+                Some((_, (socket, until))) if until > Instant::now() => {
+                    let announced = self.announced(&socket);
+                    relays.push(Relay { socket, announced });
+                }
+                _ => return self.error(msg, ErrorCode::INSUFFICIENT_CAPACITY, Some(&auth), |_| {}),
+            }
+        } else {
+            let primary_ip = if v6_only {
+                match self.relay.ip6 {
+                    Some(ip) => ip,
+                    None => {
+                        return self.error(
+                            msg,
+                            ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
+                            Some(&auth),
+                            |_| {},
+                        );
+                    }
+                }
+            } else {
+                self.relay.ip4
+            };
+            match self.bind_relay(primary_ip, even).await {
+                Some((socket, reserved)) => {
+                    let announced = self.announced(&socket);
+                    relays.push(Relay { socket, announced });
+                    if let Some(next) = reserved {
+                        let t: [u8; 8] = rand::random();
+                        self.reservations
+                            .insert(t, (next, Instant::now() + Duration::from_secs(30)));
+                        reserved_token = Some(t);
+                    }
+                }
+                None => {
+                    return self.error(msg, ErrorCode::INSUFFICIENT_CAPACITY, Some(&auth), |_| {});
+                }
+            }
+            if dual {
+                match self.relay.ip6 {
+                    Some(ip6) => match self.bind_relay(ip6, None).await {
+                        Some((socket, _)) => {
+                            let announced = self.announced(&socket);
+                            relays.push(Relay { socket, announced });
+                        }
+                        None => v6_error = Some(ErrorCode::INSUFFICIENT_CAPACITY),
+                    },
+                    None => v6_error = Some(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED),
+                }
+            }
+        }
+
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let alloc = Arc::new(Allocation::new(
+            id,
+            client.tuple,
+            auth.username.clone(),
+            self.creds.realm().to_owned(),
+            relays,
+            lifetime,
+            client.sink.clone(),
+            msg.transaction_id,
+        ));
+        // Insert unless another request for the same 5-tuple won the race.
+        match self.allocations.entry(client.tuple) {
+            dashmap::Entry::Occupied(_) => {
+                return self.error(msg, ErrorCode::ALLOCATION_MISMATCH, Some(&auth), |_| {});
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(alloc.clone());
+            }
+        }
+        for i in 0..alloc.relays.len() {
+            self.tasks.spawn(self.clone().relay_loop(alloc.clone(), i));
+        }
+        self.tasks.spawn(self.clone().expiry_loop(alloc.clone()));
+        m::allocation_created(self.allocations.len());
+        let relayed: Vec<String> = alloc
+            .relays
+            .iter()
+            .map(|r| r.announced.to_string())
+            .collect();
+        tracing::info!(id, user = %alloc.username, client = %client.tuple.client, relayed = ?relayed, lifetime = lifetime.as_secs(), "turn: allocation created");
+        let _ = self.events.publish(
+            "turn.allocation.created",
+            Some(id.to_string()),
+            json!({
+                "id": id.to_string(), "user": alloc.username, "realm": alloc.realm,
+                "transport": client.tuple.transport.as_str(),
+                "client": client.tuple.client.to_string(), "server": client.tuple.server.to_string(),
+                "relayed": relayed, "lifetime": lifetime.as_secs(),
+            }),
+        );
+        self.allocate_success(msg, client, &alloc, reserved_token, v6_error, &auth)
+    }
+
+    fn allocate_success(
+        &self,
+        msg: &Message<'_>,
+        client: &Client,
+        alloc: &Allocation,
+        reservation: Option<[u8; 8]>,
+        v6_error: Option<ErrorCode>,
+        auth: &Authed,
+    ) -> Vec<u8> {
+        let remaining = alloc.expires_at().saturating_duration_since(Instant::now());
+        let mut buf = Vec::with_capacity(160);
+        let mut e = self.response(&mut buf, msg, Class::Success);
+        for r in &alloc.relays {
+            e.xor_address(attr::XOR_RELAYED_ADDRESS, r.announced);
+        }
+        e.lifetime(remaining.as_secs() as u32);
+        if let Some(token) = reservation {
+            e.reservation_token(token);
+        }
+        if let Some(code) = v6_error {
+            // ADDRESS-ERROR-CODE (RFC 8656 §18.12): family, reserved, then an ERROR-CODE-shaped value.
+            let mut v = vec![
+                attr::FAMILY_IPV6,
+                0,
+                (code.code / 100) as u8,
+                (code.code % 100) as u8,
+            ];
+            v.extend_from_slice(code.reason.as_bytes());
+            e.attr(attr::ADDRESS_ERROR_CODE, &v);
+        }
+        e.xor_address(attr::XOR_MAPPED_ADDRESS, client.tuple.client);
+        Self::sign(&mut e, Some(auth));
+        e.finish().map(<[u8]>::to_vec).unwrap_or_default()
+    }
+
+    fn granted_lifetime(&self, msg: &Message<'_>) -> Duration {
+        let requested = msg
+            .lifetime()
+            .ok()
+            .flatten()
+            .map(|s| Duration::from_secs(u64::from(s)));
+        requested
+            .unwrap_or(self.limits.default_lifetime)
+            .max(self.limits.default_lifetime)
+            .min(self.limits.max_lifetime)
+    }
+
+    fn refresh(&self, msg: &Message<'_>, client: &Client, auth: Authed) -> Vec<u8> {
+        let Some(alloc) = self.allocations.get(&client.tuple).map(|a| a.clone()) else {
+            return self.error(msg, ErrorCode::ALLOCATION_MISMATCH, Some(&auth), |_| {});
+        };
+        if alloc.username != auth.username {
+            return self.error(msg, ErrorCode::WRONG_CREDENTIALS, Some(&auth), |_| {});
+        }
+        if let Ok(Some(family)) = msg.requested_address_family()
+            && !alloc
+                .relays
+                .iter()
+                .any(|r| (family == attr::FAMILY_IPV4) == r.announced.is_ipv4())
+        {
+            return self.error(
+                msg,
+                ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH,
+                Some(&auth),
+                |_| {},
+            );
+        }
+        let requested = msg.lifetime().ok().flatten();
+        let lifetime = if requested == Some(0) {
+            Duration::ZERO
+        } else {
+            self.granted_lifetime(msg)
+        };
+        let mut buf = Vec::with_capacity(96);
+        let mut e = self.response(&mut buf, msg, Class::Success);
+        e.lifetime(lifetime.as_secs() as u32);
+        Self::sign(&mut e, Some(&auth));
+        let resp = e.finish().map(<[u8]>::to_vec).unwrap_or_default();
+        if lifetime.is_zero() {
+            self.delete(&alloc, "refresh");
+        } else {
+            alloc.refresh(lifetime);
+            let _ = self.events.publish(
+                "turn.allocation.refreshed",
+                Some(alloc.id.to_string()),
+                json!({"id": alloc.id.to_string(), "user": alloc.username, "realm": alloc.realm, "lifetime": lifetime.as_secs()}),
+            );
+        }
+        resp
+    }
+
+    fn owned_allocation(
+        &self,
+        msg: &Message<'_>,
+        client: &Client,
+        auth: &Authed,
+    ) -> Result<Arc<Allocation>, Vec<u8>> {
+        let Some(alloc) = self.allocations.get(&client.tuple).map(|a| a.clone()) else {
+            return Err(self.error(msg, ErrorCode::ALLOCATION_MISMATCH, Some(auth), |_| {}));
+        };
+        if alloc.username != auth.username {
+            return Err(self.error(msg, ErrorCode::WRONG_CREDENTIALS, Some(auth), |_| {}));
+        }
+        Ok(alloc)
+    }
+
+    fn check_peer(&self, alloc: &Allocation, peer: SocketAddr) -> Result<(), ErrorCode> {
+        if alloc.relay_for(peer).is_none() {
+            return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
+        }
+        if !self.policy.permits(peer.ip()) {
+            m::peer_denied();
+            return Err(ErrorCode::FORBIDDEN);
+        }
+        Ok(())
+    }
+
+    fn create_permission(&self, msg: &Message<'_>, client: &Client, auth: Authed) -> Vec<u8> {
+        let alloc = match self.owned_allocation(msg, client, &auth) {
+            Ok(a) => a,
+            Err(resp) => return resp,
+        };
+        let peers: Result<Vec<SocketAddr>, _> = msg.xor_peer_addresses().collect();
+        let peers = match peers {
+            Ok(p) if !p.is_empty() => p,
+            _ => return self.error(msg, ErrorCode::BAD_REQUEST, Some(&auth), |_| {}),
+        };
+        for p in &peers {
+            if let Err(code) = self.check_peer(&alloc, *p) {
+                return self.error(msg, code, Some(&auth), |_| {});
+            }
+        }
+        let now = Instant::now();
+        alloc.with_peers(|st| peers.iter().for_each(|p| st.permit(p.ip(), now)));
+        let mut buf = Vec::with_capacity(64);
+        let mut e = self.response(&mut buf, msg, Class::Success);
+        Self::sign(&mut e, Some(&auth));
+        e.finish().map(<[u8]>::to_vec).unwrap_or_default()
+    }
+
+    fn channel_bind(&self, msg: &Message<'_>, client: &Client, auth: Authed) -> Vec<u8> {
+        let alloc = match self.owned_allocation(msg, client, &auth) {
+            Ok(a) => a,
+            Err(resp) => return resp,
+        };
+        let (Ok(Some(channel)), Ok(Some(peer))) = (
+            msg.channel_number(),
+            msg.xor_address(attr::XOR_PEER_ADDRESS),
+        ) else {
+            tracing::debug!(channel = ?msg.channel_number(), peer = ?msg.xor_address(attr::XOR_PEER_ADDRESS), "turn: bad ChannelBind");
+            return self.error(msg, ErrorCode::BAD_REQUEST, Some(&auth), |_| {});
+        };
+        if !crate::stun::CHANNELS.contains(&channel) {
+            return self.error(msg, ErrorCode::BAD_REQUEST, Some(&auth), |_| {});
+        }
+        if let Err(code) = self.check_peer(&alloc, peer) {
+            return self.error(msg, code, Some(&auth), |_| {});
+        }
+        if alloc
+            .with_peers(|st| st.bind(channel, peer, Instant::now()))
+            .is_err()
+        {
+            tracing::debug!(channel, %peer, "turn: channel bind conflict");
+            return self.error(msg, ErrorCode::BAD_REQUEST, Some(&auth), |_| {});
+        }
+        let mut buf = Vec::with_capacity(64);
+        let mut e = self.response(&mut buf, msg, Class::Success);
+        Self::sign(&mut e, Some(&auth));
+        e.finish().map(<[u8]>::to_vec).unwrap_or_default()
+    }
+
+    // ---------------------------------------------------------------- data path
+
+    fn send_indication(&self, msg: &Message<'_>, tuple: &FiveTuple) {
+        let Some(alloc) = self.allocations.get(tuple).map(|a| a.clone()) else {
+            return;
+        };
+        let (Ok(Some(peer)), Some(data)) = (msg.xor_address(attr::XOR_PEER_ADDRESS), msg.data())
+        else {
+            m::dropped("bad_send");
+            return;
+        };
+        if !alloc.with_peers(|st| st.permitted(peer.ip(), Instant::now())) {
+            m::dropped("no_permission");
+            return;
+        }
+        self.to_peer(&alloc, peer, data);
+    }
+
+    fn channel_data_from_client(&self, pkt: &[u8], tuple: &FiveTuple) {
+        let Ok(cd) = ChannelData::decode(pkt) else {
+            m::dropped("bad_channel_data");
+            return;
+        };
+        let Some(alloc) = self.allocations.get(tuple).map(|a| a.clone()) else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(peer) = alloc.with_peers(|st| {
+            st.peer_of(cd.channel, now)
+                .filter(|p| st.permitted(p.ip(), now))
+        }) else {
+            m::dropped("unbound_channel");
+            return;
+        };
+        self.to_peer(&alloc, peer, cd.data);
+    }
+
+    fn to_peer(&self, alloc: &Allocation, peer: SocketAddr, data: &[u8]) {
+        let Some(relay) = alloc.relay_for(peer) else {
+            return;
+        };
+        // Non-blocking send: a full socket buffer drops the datagram (UDP semantics) instead of stalling.
+        match relay.socket.try_send_to(data, peer) {
+            Ok(_) => {
+                alloc.counters.sent(data.len());
+                m::relayed("to_peer", data.len());
+            }
+            Err(_) => m::dropped("peer_send_failed"),
+        }
+    }
+
+    /// Reads one relayed socket: peer datagrams to the client, as ChannelData or Data indications.
+    async fn relay_loop(self: Arc<Self>, alloc: Arc<Allocation>, index: usize) {
+        let socket = alloc.relays[index].socket.clone();
+        let stream = alloc.sink.is_stream();
+        let mut buf = vec![0_u8; MAX_DATAGRAM];
+        let mut out: Vec<u8> = Vec::with_capacity(MAX_DATAGRAM + 64);
+        loop {
+            let (n, peer) = tokio::select! {
+                () = alloc.cancel.cancelled() => return,
+                r = socket.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
+            };
+            let now = Instant::now();
+            let Some(channel) = alloc.with_peers(|st| {
+                st.permitted(peer.ip(), now)
+                    .then(|| st.channel_of(peer, now))
+            }) else {
+                m::dropped("no_permission");
+                continue;
+            };
+            let data = &buf[..n];
+            let framed = match channel {
+                Some(ch) => ChannelData::encode(ch, data, stream, &mut out).is_ok(),
+                None => {
+                    let tid: TransactionId = rand::random();
+                    let mut e = Encoder::new(&mut out, Method::DATA, Class::Indication, tid);
+                    e.xor_address(attr::XOR_PEER_ADDRESS, peer)
+                        .attr(attr::DATA, data);
+                    e.finish().is_ok()
+                }
+            };
+            if !framed {
+                continue;
+            }
+            if alloc.sink.send(&out).await.is_ok() {
+                alloc.counters.received(n);
+                m::relayed("to_client", n);
+            }
+        }
+    }
+
+    /// Deletes the allocation when its lifetime runs out (unless refreshed meanwhile).
+    async fn expiry_loop(self: Arc<Self>, alloc: Arc<Allocation>) {
+        loop {
+            let deadline = alloc.expires_at();
+            tokio::select! {
+                () = alloc.cancel.cancelled() => break,
+                () = self.shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(deadline) => {
+                    if alloc.expires_at() <= Instant::now() {
+                        self.delete(&alloc, "expired");
+                        return;
+                    }
+                }
+            }
+        }
+        self.delete(
+            &alloc,
+            if self.shutdown.is_cancelled() {
+                "shutdown"
+            } else {
+                "closed"
+            },
+        );
+    }
+
+    /// Removes an allocation (once), stops its tasks and announces its totals.
+    pub(crate) fn delete(&self, alloc: &Arc<Allocation>, reason: &str) {
+        let removed = self
+            .allocations
+            .remove_if(&alloc.tuple, |_, a| Arc::ptr_eq(a, alloc))
+            .is_some();
+        alloc.cancel.cancel();
+        if !removed {
+            return;
+        }
+        m::allocation_deleted(self.allocations.len());
+        tracing::info!(id = alloc.id, user = %alloc.username, reason, "turn: allocation deleted");
+        let _ = self.events.publish(
+            "turn.allocation.deleted",
+            Some(alloc.id.to_string()),
+            json!({
+                "id": alloc.id.to_string(), "user": alloc.username, "realm": alloc.realm, "reason": reason,
+                "client": alloc.tuple.client.to_string(),
+                "duration_secs": alloc.created.elapsed().as_secs(),
+                "totals": alloc.counters.json(),
+            }),
+        );
+    }
+
+    // ---------------------------------------------------------------- relay ports
+
+    fn announced(&self, socket: &UdpSocket) -> SocketAddr {
+        let local = socket
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        match (local.ip(), self.relay.external4) {
+            (IpAddr::V4(_), Some(ext)) => SocketAddr::new(ext, local.port()),
+            _ => local,
+        }
+    }
+
+    /// Binds a relayed socket on a port of the range; with EVEN-PORT an even one, and with its R bit also
+    /// the next port, returned for a reservation.
+    async fn bind_relay(
+        &self,
+        ip: IpAddr,
+        even: Option<bool>,
+    ) -> Option<(Arc<UdpSocket>, Option<Arc<UdpSocket>>)> {
+        let (min, max) = (
+            u64::from(self.relay.min_port),
+            u64::from(self.relay.max_port),
+        );
+        let span = max - min + 1;
+        for _ in 0..span.min(4096) {
+            let offset = self.next_port.fetch_add(1, Ordering::Relaxed) % span;
+            let port = (min + offset) as u16;
+            if even.is_some() && !port.is_multiple_of(2) {
+                continue;
+            }
+            let Ok(socket) = UdpSocket::bind(SocketAddr::new(ip, port)).await else {
+                continue;
+            };
+            if even == Some(true) {
+                if u64::from(port) + 1 > max {
+                    continue;
+                }
+                let Ok(next) = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await else {
+                    continue;
+                };
+                return Some((Arc::new(socket), Some(Arc::new(next))));
+            }
+            return Some((Arc::new(socket), None));
+        }
+        None
+    }
+
+    /// Drops expired port reservations (called periodically).
+    pub(crate) fn sweep_reservations(&self) {
+        let now = Instant::now();
+        self.reservations.retain(|_, (_, until)| *until > now);
+    }
+}
+
+/// A 400/… answer built from a header alone, for requests too malformed to decode.
+fn bare_error(pkt: &[u8], code: ErrorCode) -> Option<Vec<u8>> {
+    if pkt.len() < 20 || pkt[0] & 0xC0 != 0 {
+        return None;
+    }
+    let (method, class) = crate::stun::split_message_type(u16::from_be_bytes([pkt[0], pkt[1]]));
+    if class != Class::Request {
+        return None;
+    }
+    let mut tid = [0_u8; 12];
+    tid.copy_from_slice(&pkt[8..20]);
+    let mut buf = Vec::with_capacity(64);
+    let mut e = Encoder::new(&mut buf, method, Class::Error, tid);
+    e.error_code(code).fingerprint();
+    e.finish().ok().map(<[u8]>::to_vec)
+}
