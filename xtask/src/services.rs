@@ -1,5 +1,6 @@
 //! The services the tests talk to: PostgreSQL (127.0.0.1:5432), MariaDB (127.0.0.1:3306) and Redis
-//! (127.0.0.1:6379), plus the `redis-server` binary for tests that run a private Redis. A service that is not
+//! (127.0.0.1:6379), the `redis-server` binary for tests that run a private Redis, and the real protocol peers
+//! (coturn's `turnutils_uclient` and `turnutils_peer`), installed from Debian's packages when missing. A service that is not
 //! reachable is started with the machine's own command when there is one; if it still is not reachable the
 //! run fails, naming it. Tests never skip a missing service.
 
@@ -57,6 +58,29 @@ const SERVICES: &[Service] = &[
     },
 ];
 
+/// Real protocol peers the tests drive, and the Debian packages that carry them.
+const PEER_TOOLS: &[(&str, &str)] = &[
+    ("turnutils_uclient", "coturn"),
+    ("turnutils_peer", "coturn"),
+];
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}
+
+/// `apt-get install` (after one `apt-get update`); failures show in the missing-tool check that follows.
+fn install(package: &str) {
+    static UPDATED: std::sync::Once = std::sync::Once::new();
+    UPDATED.call_once(|| {
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+    });
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
+}
+
 fn reachable(addr: &str) -> bool {
     addr.parse::<SocketAddr>()
         .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
@@ -90,6 +114,15 @@ pub(crate) fn ensure() -> anyhow::Result<()> {
         .is_err()
     {
         missing.push("the redis-server binary (tests run private Redis servers)".into());
+    }
+    for (tool, package) in PEER_TOOLS {
+        if !on_path(tool) {
+            eprintln!("    {tool} is missing; installing Debian package {package}");
+            install(package);
+        }
+        if !on_path(tool) {
+            missing.push(format!("{tool} (Debian package {package})"));
+        }
     }
     if !missing.is_empty() {
         bail!(

@@ -116,6 +116,18 @@ fn parse_ip(key: &'static str, s: &str) -> Result<Option<IpAddr>, ConfigError> {
 }
 
 impl Config {
+    /// Drops empty list entries (an empty environment variable reads as one empty entry).
+    pub fn normalize(&mut self) {
+        for list in [
+            &mut self.static_users,
+            &mut self.static_auth_secrets,
+            &mut self.allowed_peer_ip,
+            &mut self.denied_peer_ip,
+        ] {
+            list.retain(|s| !s.trim().is_empty());
+        }
+    }
+
     /// Checks what types alone cannot (only meaningful when enabled).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.enabled {

@@ -618,7 +618,8 @@ impl Server {
         for r in &alloc.relays {
             e.xor_address(attr::XOR_RELAYED_ADDRESS, r.announced);
         }
-        e.lifetime(remaining.as_secs() as u32);
+        // Whole seconds, rounded up: a fresh allocation reports exactly what was granted.
+        e.lifetime(remaining.as_millis().div_ceil(1000) as u32);
         if let Some(token) = reservation {
             e.reservation_token(token);
         }

@@ -1,0 +1,650 @@
+//! The TURN relay end to end: coturn's own client tools (`turnutils_uclient` against `turnutils_peer`) over
+//! UDP and TCP with static users, REST secrets and database users, and a raw protocol client (built on our
+//! codec) for every error path.
+
+// Tests spawn real processes and poll real servers with std time.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rtcplane_turn_relay::stun::{
+    Class, Encoder, LongTermKey, Message, Method, PasswordAlgorithm, attr,
+};
+use support::{Server, ServerBuilder, SseReader, free_port, run, sockets_of};
+use tokio::net::UdpSocket;
+
+const USER: &str = "ninefingers";
+const PASS: &str = "youhavetoberealistic";
+const REALM: &str = "north.gov";
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free udp port")
+}
+
+/// A TURN-enabled server on free ports; relaying to loopback peers is allowed for the test peer.
+fn turn_server(port: u16) -> ServerBuilder {
+    Server::builder()
+        .env("RTCPLANE__TURN__ENABLED", "true")
+        .env("RTCPLANE__TURN__REALM", REALM)
+        .env("RTCPLANE__TURN__LISTEN_UDP", format!("127.0.0.1:{port}"))
+        .env("RTCPLANE__TURN__LISTEN_TCP", format!("127.0.0.1:{port}"))
+        .env("RTCPLANE__TURN__RELAY_IP", "127.0.0.1")
+        .env("RTCPLANE__TURN__ALLOW_LOOPBACK_PEERS", "true")
+        .env("RTCPLANE__TURN__STATIC_USERS", format!("{USER}:{PASS}"))
+}
+
+/// A port free for both UDP and TCP.
+fn free_dual_port() -> u16 {
+    for _ in 0..50 {
+        let p = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    free_port()
+}
+
+struct Peer(Child);
+
+impl Peer {
+    fn start(port: u16) -> anyhow::Result<Self> {
+        let child = Command::new("turnutils_peer")
+            .args(["-p", &port.to_string(), "-L", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("turnutils_peer (coturn package) must be installed")?;
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Debug)]
+struct UclientReport {
+    sent: u64,
+    received: u64,
+    lost: u64,
+    output: String,
+}
+
+/// Runs turnutils_uclient and reads its totals.
+async fn uclient(args: &[&str], server_port: u16, peer_port: u16) -> anyhow::Result<UclientReport> {
+    let mut cmd = tokio::process::Command::new("turnutils_uclient");
+    cmd.args(args)
+        .args([
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port.to_string(),
+            "-p",
+            &server_port.to_string(),
+            "127.0.0.1",
+        ])
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .context("turnutils_uclient did not finish in 60s")?
+        .context("turnutils_uclient (coturn package) must be installed")?;
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let number_after = |key: &str| -> Option<u64> {
+        output
+            .lines()
+            .rev()
+            .filter(|l| !l.contains("msz="))
+            .find_map(|l| {
+                let rest = &l[l.find(key)? + key.len()..];
+                rest.trim_start()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+    };
+    Ok(UclientReport {
+        sent: number_after("tot_send_msgs=").unwrap_or(0),
+        received: number_after("tot_recv_msgs=").unwrap_or(0),
+        lost: number_after("Total lost packets").unwrap_or(u64::MAX),
+        output,
+    })
+}
+
+/// Every message sent came back, at least `at_least` of them (uclient adds RTCP traffic of its own), none lost.
+fn assert_clean(r: &UclientReport, at_least: u64) {
+    assert!(
+        r.sent >= at_least,
+        "sent {} < {at_least}:\n{}",
+        r.sent,
+        r.output
+    );
+    assert_eq!(r.received, r.sent, "{}", r.output);
+    assert_eq!(r.lost, 0, "{}", r.output);
+}
+
+#[tokio::test]
+async fn coturn_client_relays_over_udp_and_tcp_with_a_static_user() -> anyhow::Result<()> {
+    let (port, peer_port) = (free_dual_port(), free_udp_port());
+    let _peer = Peer::start(peer_port)?;
+    let server = turn_server(port).start().await?;
+    let mut events = SseReader::connect(&server.admin_url("/api/v1/events?types=turn.*")).await?;
+
+    // 4 clients × 50 messages, each with an RTP and an RTCP allocation (EVEN-PORT + RESERVATION-TOKEN).
+    let udp = uclient(
+        &["-n", "50", "-m", "4", "-l", "170", "-u", USER, "-w", PASS],
+        port,
+        peer_port,
+    )
+    .await?;
+    assert_clean(&udp, 50 * 4);
+    let tcp = uclient(
+        &["-t", "-n", "50", "-m", "2", "-u", USER, "-w", PASS],
+        port,
+        peer_port,
+    )
+    .await?;
+    assert_clean(&tcp, 50 * 2);
+    let send = uclient(
+        &["-s", "-n", "30", "-m", "2", "-u", USER, "-w", PASS],
+        port,
+        peer_port,
+    )
+    .await?;
+    assert_clean(&send, 30 * 2);
+    let c2c = uclient(
+        &["-y", "-n", "30", "-m", "2", "-u", USER, "-w", PASS],
+        port,
+        peer_port,
+    )
+    .await?;
+    assert_clean(&c2c, 30 * 2);
+
+    let created = events
+        .next_of("turn.allocation.created", Duration::from_secs(5))
+        .await?;
+    assert_eq!(created["data"]["user"], USER);
+    assert_eq!(created["data"]["realm"], REALM);
+    assert_eq!(created["data"]["transport"], "udp");
+    assert!(
+        created["data"]["relayed"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("127.0.0.1:")),
+        "{created}"
+    );
+
+    let metrics = reqwest::get(server.admin_url("/metrics"))
+        .await?
+        .text()
+        .await?;
+    for series in [
+        "rtcplane_turn_allocations_created_total",
+        "rtcplane_turn_relayed_packets_total{direction=\"to_peer\"}",
+        "rtcplane_turn_requests_total{method=\"Allocate\",result=\"success\"}",
+    ] {
+        assert!(metrics.contains(series), "missing {series}");
+    }
+    let ready: serde_json::Value = reqwest::get(server.admin_url("/readyz"))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(ready["checks"]["turn"]["ok"], true, "{ready}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn rest_secrets_rotate_and_wrong_secrets_fail() -> anyhow::Result<()> {
+    let (port, peer_port) = (free_dual_port(), free_udp_port());
+    let _peer = Peer::start(peer_port)?;
+    let _server = turn_server(port)
+        .env("RTCPLANE__TURN__STATIC_AUTH_SECRETS", "current,previous")
+        .start()
+        .await?;
+    for secret in ["current", "previous"] {
+        let r = uclient(
+            &["-W", secret, "-u", "alice", "-n", "20", "-m", "1", "-c"],
+            port,
+            peer_port,
+        )
+        .await?;
+        assert_clean(&r, 20);
+    }
+    let bad = uclient(
+        &["-W", "stolen", "-u", "alice", "-n", "5", "-m", "1", "-c"],
+        port,
+        peer_port,
+    )
+    .await?;
+    assert_eq!(bad.received, 0, "{}", bad.output);
+    assert!(
+        bad.output.contains("Cannot complete Allocation"),
+        "{}",
+        bad.output
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn database_users_from_the_cli() -> anyhow::Result<()> {
+    let (port, peer_port) = (free_dual_port(), free_udp_port());
+    let _peer = Peer::start(peer_port)?;
+    let server = turn_server(port)
+        .env("RTCPLANE__TURN__STATIC_USERS", "")
+        .start()
+        .await?;
+    let env = [("RTCPLANE__TURN__REALM", REALM.to_owned())];
+    let add = run(
+        server.dir.path(),
+        &["turn", "user", "add", "dbuser", "--password", "dbpass"],
+        &env,
+    );
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let list = run(server.dir.path(), &["turn", "user", "list"], &env);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout).trim(),
+        format!("{REALM}\tdbuser")
+    );
+
+    let r = uclient(
+        &["-u", "dbuser", "-w", "dbpass", "-n", "20", "-m", "1", "-c"],
+        port,
+        peer_port,
+    )
+    .await?;
+    assert_clean(&r, 20);
+
+    let del = run(server.dir.path(), &["turn", "user", "del", "dbuser"], &env);
+    assert!(del.status.success());
+    let again = run(server.dir.path(), &["turn", "user", "del", "dbuser"], &env);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "deleting a missing user is an error"
+    );
+    let r = uclient(
+        &["-u", "dbuser", "-w", "dbpass", "-n", "5", "-m", "1", "-c"],
+        port,
+        peer_port,
+    )
+    .await?;
+    assert_eq!(
+        r.received, 0,
+        "a deleted user cannot allocate: {}",
+        r.output
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn enabled_relay_opens_its_listeners() -> anyhow::Result<()> {
+    let port = free_dual_port();
+    let server = turn_server(port).start().await?;
+    let sockets = sockets_of(server.pid())?;
+    assert!(sockets.udp.contains(&port), "{sockets:?}");
+    assert!(sockets.tcp_listen.contains(&port), "{sockets:?}");
+    Ok(())
+}
+
+/// A raw STUN client on our codec.
+struct Raw {
+    socket: UdpSocket,
+    server: SocketAddr,
+}
+
+impl Raw {
+    async fn new(port: u16) -> anyhow::Result<Self> {
+        Ok(Self {
+            socket: UdpSocket::bind("127.0.0.1:0").await?,
+            server: format!("127.0.0.1:{port}").parse()?,
+        })
+    }
+
+    async fn send_raw(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.socket.send_to(bytes, self.server).await?;
+        Ok(())
+    }
+
+    /// Sends a request and returns the response bytes (retrying like a client would, 3 times).
+    async fn transact(&self, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let tid = &bytes[8..20];
+        let mut buf = vec![0_u8; 65536];
+        for _ in 0..3 {
+            self.send_raw(bytes).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(700);
+            while let Ok(Ok((n, _))) =
+                tokio::time::timeout_at(deadline, self.socket.recv_from(&mut buf)).await
+            {
+                if n >= 20 && &buf[8..20] == tid {
+                    return Ok(buf[..n].to_vec());
+                }
+            }
+        }
+        bail!("no response")
+    }
+
+    async fn expect_silence(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.send_raw(bytes).await?;
+        let mut buf = vec![0_u8; 2048];
+        if tokio::time::timeout(Duration::from_millis(300), self.socket.recv_from(&mut buf))
+            .await
+            .is_ok()
+        {
+            bail!("expected no answer to {} bytes", bytes.len());
+        }
+        Ok(())
+    }
+}
+
+fn error_code(resp: &[u8]) -> Option<u16> {
+    let m = Message::decode(resp).ok()?;
+    if m.class != Class::Error {
+        return None;
+    }
+    m.error_code().ok().flatten().map(|(c, _)| c)
+}
+
+struct Req {
+    method: Method,
+    tid: [u8; 12],
+    buf: Vec<u8>,
+}
+
+impl Req {
+    fn new(method: Method) -> Self {
+        Self {
+            method,
+            tid: rand_tid(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Builds the request: `attrs` adds attributes, then credentials (if any) sign it.
+    fn build(
+        &mut self,
+        attrs: impl FnOnce(&mut Encoder<'_>),
+        creds: Option<(&str, &str, &str, &LongTermKey)>,
+    ) -> Vec<u8> {
+        let mut e = Encoder::new(&mut self.buf, self.method, Class::Request, self.tid);
+        attrs(&mut e);
+        if let Some((user, realm, nonce, key)) = creds {
+            e.string(attr::USERNAME, user)
+                .string(attr::REALM, realm)
+                .string(attr::NONCE, nonce);
+            e.message_integrity(key.as_bytes());
+        }
+        e.fingerprint();
+        e.finish().expect("fits").to_vec()
+    }
+}
+
+fn rand_tid() -> [u8; 12] {
+    let mut t = [0_u8; 12];
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    t[..12].copy_from_slice(&nanos.to_be_bytes()[4..16]);
+    t
+}
+
+#[tokio::test]
+async fn protocol_errors_get_the_right_answer_and_garbage_gets_none() -> anyhow::Result<()> {
+    let port = free_dual_port();
+    let server = turn_server(port)
+        .env("RTCPLANE__TURN__NONCE_LIFETIME", "1s")
+        .start()
+        .await?;
+    let c = Raw::new(port).await?;
+    let key = LongTermKey::derive(PasswordAlgorithm::Md5, USER, REALM, PASS);
+    let udp = |e: &mut Encoder<'_>| {
+        e.requested_transport(attr::TRANSPORT_UDP);
+    };
+
+    // Binding needs no credentials.
+    let resp = c
+        .transact(&Req::new(Method::BINDING).build(|_| {}, None))
+        .await?;
+    let m = Message::decode(&resp)?;
+    assert_eq!(m.class, Class::Success);
+    assert_eq!(
+        m.xor_address(attr::XOR_MAPPED_ADDRESS)?,
+        Some(c.socket.local_addr()?)
+    );
+
+    // 401 challenge with realm, nonce and the password algorithms on offer.
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(udp, None))
+        .await?;
+    assert_eq!(error_code(&resp), Some(401));
+    let m = Message::decode(&resp)?;
+    assert_eq!(m.realm()?, Some(REALM));
+    let nonce = m.nonce()?.context("nonce")?.to_owned();
+    assert!(
+        nonce.starts_with("obMatJos2"),
+        "RFC 8489 nonce cookie: {nonce}"
+    );
+    assert!(m.has(attr::PASSWORD_ALGORITHMS));
+
+    let wrong = LongTermKey::derive(PasswordAlgorithm::Md5, USER, REALM, "nope");
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(udp, Some((USER, REALM, &nonce, &wrong))))
+        .await?;
+    assert_eq!(error_code(&resp), Some(401), "wrong password");
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(udp, Some((USER, "other.realm", &nonce, &key))))
+        .await?;
+    assert_eq!(error_code(&resp), Some(401), "wrong realm");
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(udp, Some((USER, REALM, "forged-nonce", &key))))
+        .await?;
+    assert_eq!(error_code(&resp), Some(438), "unknown nonce");
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(
+            |e| {
+                e.requested_transport(attr::TRANSPORT_UDP)
+                    .attr(0x0777, b"x");
+            },
+            Some((USER, REALM, &nonce, &key)),
+        ))
+        .await?;
+    assert_eq!(error_code(&resp), Some(420));
+    let unknown: Vec<u16> = Message::decode(&resp)?
+        .unknown_attributes()?
+        .context("UNKNOWN-ATTRIBUTES")?
+        .collect();
+    assert_eq!(unknown, vec![0x0777]);
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(
+            |e| {
+                e.requested_transport(attr::TRANSPORT_TCP);
+            },
+            Some((USER, REALM, &nonce, &key)),
+        ))
+        .await?;
+    assert_eq!(error_code(&resp), Some(442));
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(|_| {}, Some((USER, REALM, &nonce, &key))))
+        .await?;
+    assert_eq!(error_code(&resp), Some(400), "no REQUESTED-TRANSPORT");
+    let resp = c
+        .transact(&Req::new(Method::REFRESH).build(|_| {}, Some((USER, REALM, &nonce, &key))))
+        .await?;
+    assert_eq!(error_code(&resp), Some(437), "refresh without allocation");
+
+    // Tampered integrity: 401, not a crash.
+    let mut tampered = Req::new(Method::ALLOCATE).build(udp, Some((USER, REALM, &nonce, &key)));
+    let mi = tampered.len() - 8 - 20;
+    tampered[mi] ^= 0xff;
+    // Recompute the fingerprint so the message itself is well formed.
+    let crc = crc32(&tampered[..tampered.len() - 8]) ^ 0x5354_554E;
+    let n = tampered.len();
+    tampered[n - 4..].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(
+        error_code(&c.transact(&tampered).await?),
+        Some(401),
+        "bad integrity"
+    );
+
+    // A real allocation, then the policy and the conflicts.
+    let mut alloc = Req::new(Method::ALLOCATE);
+    let resp = c
+        .transact(&alloc.build(udp, Some((USER, REALM, &nonce, &key))))
+        .await?;
+    let m = Message::decode(&resp)?;
+    assert_eq!(m.class, Class::Success, "{:?}", error_code(&resp));
+    assert_eq!(
+        m.verify_integrity(key.as_bytes()),
+        Ok(rtcplane_turn_relay::stun::IntegrityKind::Sha1)
+    );
+    assert_eq!(m.lifetime()?, Some(600));
+    let relayed = m
+        .xor_address(attr::XOR_RELAYED_ADDRESS)?
+        .context("relayed address")?;
+    assert_eq!(relayed.ip().to_string(), "127.0.0.1");
+    // A retransmission of the same Allocate gets the same success; a new one for the same 5-tuple 437.
+    let again = c
+        .transact(&alloc.build(udp, Some((USER, REALM, &nonce, &key))))
+        .await?;
+    assert_eq!(Message::decode(&again)?.class, Class::Success);
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(udp, Some((USER, REALM, &nonce, &key))))
+        .await?;
+    assert_eq!(error_code(&resp), Some(437));
+
+    let server_private_peer: SocketAddr = "10.1.2.3:9".parse()?;
+    let resp = c
+        .transact(&Req::new(Method::CREATE_PERMISSION).build(
+            |e| {
+                e.xor_address(attr::XOR_PEER_ADDRESS, server_private_peer);
+            },
+            Some((USER, REALM, &nonce, &key)),
+        ))
+        .await?;
+    assert_eq!(
+        error_code(&resp),
+        Some(403),
+        "private peers are denied by default"
+    );
+    let resp = c
+        .transact(&Req::new(Method::CHANNEL_BIND).build(
+            |e| {
+                e.channel_number(0x3000)
+                    .xor_address(attr::XOR_PEER_ADDRESS, "127.0.0.1:9".parse().expect("addr"));
+            },
+            Some((USER, REALM, &nonce, &key)),
+        ))
+        .await?;
+    assert_eq!(error_code(&resp), Some(400), "channel number out of range");
+
+    // Garbage, truncated and oversized datagrams: no answer, and the server keeps serving.
+    c.expect_silence(b"hello, world").await?;
+    c.expect_silence(&[0_u8; 19]).await?;
+    c.expect_silence(&vec![0xff_u8; 60_000]).await?;
+    let binding = Req::new(Method::BINDING).build(|_| {}, None);
+    c.expect_silence(&binding[..binding.len() - 4]).await.ok();
+    // A request whose length field lies gets 400.
+    let mut lying = Req::new(Method::BINDING).build(
+        |e| {
+            e.string(attr::SOFTWARE, "x");
+        },
+        None,
+    );
+    lying[3] = lying[3].wrapping_add(8);
+    lying.extend_from_slice(&[0; 4]);
+    let resp = c.transact(&lying).await;
+    assert!(resp.is_err() || resp.as_deref().ok().and_then(error_code) == Some(400));
+
+    // Stale nonce: after nonce_lifetime (1 s here) the same credentials get 438 with a fresh nonce.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let resp = c
+        .transact(&Req::new(Method::REFRESH).build(|_| {}, Some((USER, REALM, &nonce, &key))))
+        .await?;
+    assert_eq!(error_code(&resp), Some(438));
+    let fresh = Message::decode(&resp)?
+        .nonce()?
+        .context("fresh nonce")?
+        .to_owned();
+    assert_ne!(fresh, nonce);
+
+    // Refresh with LIFETIME 0 deletes the allocation (and answers LIFETIME 0).
+    let mut sse =
+        SseReader::connect(&server.admin_url("/api/v1/events?types=turn.allocation.deleted"))
+            .await?;
+    let resp = c
+        .transact(&Req::new(Method::REFRESH).build(
+            |e| {
+                e.lifetime(0);
+            },
+            Some((USER, REALM, &fresh, &key)),
+        ))
+        .await?;
+    let m = Message::decode(&resp)?;
+    assert_eq!((m.class, m.lifetime()?), (Class::Success, Some(0)));
+    let deleted = sse
+        .next_of("turn.allocation.deleted", Duration::from_secs(5))
+        .await?;
+    assert_eq!(deleted["data"]["reason"], "refresh");
+    assert!(
+        deleted["data"]["totals"]["sent_packets"].is_u64(),
+        "{deleted}"
+    );
+
+    // SHA-256 keys (RFC 8489 §9.2) with the algorithm list echoed.
+    let sha = LongTermKey::derive(PasswordAlgorithm::Sha256, USER, REALM, PASS);
+    let mut req = Req::new(Method::ALLOCATE);
+    let mut e = Encoder::new(&mut req.buf, Method::ALLOCATE, Class::Request, req.tid);
+    e.requested_transport(attr::TRANSPORT_UDP)
+        .string(attr::USERNAME, USER)
+        .string(attr::REALM, REALM)
+        .string(attr::NONCE, &fresh)
+        .password_algorithms(&[PasswordAlgorithm::Sha256, PasswordAlgorithm::Md5])
+        .password_algorithm(PasswordAlgorithm::Sha256)
+        .message_integrity_sha256(sha.as_bytes())
+        .fingerprint();
+    let bytes = e.finish().expect("fits").to_vec();
+    let resp = c.transact(&bytes).await?;
+    let m = Message::decode(&resp)?;
+    assert_eq!(m.class, Class::Success, "{:?}", error_code(&resp));
+    assert_eq!(
+        m.verify_integrity(sha.as_bytes()),
+        Ok(rtcplane_turn_relay::stun::IntegrityKind::Sha256)
+    );
+
+    let mut s = server;
+    assert!(s.alive());
+    Ok(())
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFF_u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
