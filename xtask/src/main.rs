@@ -12,6 +12,7 @@
     clippy::print_stderr
 )]
 
+mod bench;
 mod services;
 #[cfg(test)]
 mod tidy;
@@ -29,6 +30,15 @@ fn main() -> anyhow::Result<()> {
         Some("ci") => ci(&root),
         Some("services") => services::ensure(),
         Some("test") => test(&root),
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("turn") => bench::turn(
+                &root,
+                args.get(2)
+                    .map_or(Ok(3), |s| s.parse())
+                    .context("rounds must be a number")?,
+            ),
+            _ => bail!("usage: cargo xtask bench turn [rounds]"),
+        },
         Some("fuzz") => fuzz(
             &root,
             args.get(1).map(String::as_str),
@@ -36,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         ),
         _ => {
             bail!(
-                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  fuzz T [S] run fuzz target T (turn) for S seconds (default 60), with cargo-fuzz on nightly"
+                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  fuzz T [S] run fuzz target T (turn) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)"
             )
         }
     }

@@ -86,6 +86,24 @@ fn reachable(addr: &str) -> bool {
         .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
 }
 
+/// Only the protocol peers (for benchmarks, which need no database).
+pub(crate) fn ensure_tools() -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for (tool, package) in PEER_TOOLS {
+        if !on_path(tool) {
+            install(package);
+        }
+        if !on_path(tool) {
+            missing.push(format!("{tool} (Debian package {package})"));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        bail!("missing: {}", missing.join(", "))
+    }
+}
+
 pub(crate) fn ensure() -> anyhow::Result<()> {
     let mut missing = Vec::new();
     for s in SERVICES {

@@ -16,10 +16,13 @@ pub struct Config {
     /// The realm of long-term credentials (coturn `realm`).
     pub realm: String,
     /// UDP listeners (coturn `listening-ip` + `listening-port`).
+    #[serde(deserialize_with = "addr_list")]
     pub listen_udp: Vec<SocketAddr>,
     /// TCP listeners (RFC 8656 stream framing).
+    #[serde(deserialize_with = "addr_list")]
     pub listen_tcp: Vec<SocketAddr>,
     /// TLS listeners (coturn `tls-listening-port`); need `tls_cert` and `tls_key`.
+    #[serde(deserialize_with = "addr_list")]
     pub listen_tls: Vec<SocketAddr>,
     /// PEM certificate chain for TLS listeners.
     pub tls_cert: String,
@@ -87,6 +90,22 @@ impl Default for Config {
             software: format!("rtcplane {}", env!("CARGO_PKG_VERSION")),
         }
     }
+}
+
+/// A list of socket addresses; empty entries (an empty environment variable) are skipped.
+fn addr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a socket address (ip:port, [ipv6]:port)"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// A problem with `[turn]`, naming the key (relative to the section).

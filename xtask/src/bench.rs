@@ -1,0 +1,349 @@
+//! `cargo xtask bench turn`: rtcplane's TURN relay against coturn's `turnserver`, same machine, same run.
+//!
+//! Both servers get the same long-term user, the same loopback peer (`turnutils_peer`) and the same load
+//! (`turnutils_uclient`: tens of clients, a fixed message count and size), one after the other, alternating
+//! over several rounds. Per round we read from the client its sent/received counts, loss, transmit time and
+//! mean RTT, and from /proc the server's CPU seconds (utime + stime) and peak RSS (VmHWM). The table shows
+//! medians and the rtcplane/coturn ratios; packets per CPU-second is the figure DESIGN.md targets.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+const USER: &str = "bench";
+const PASS: &str = "benchpass";
+const REALM: &str = "bench.rtcplane";
+
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    clients: u32,
+    messages: u32,
+    size: u32,
+    interval_ms: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Round {
+    relayed: f64,
+    seconds: f64,
+    lost_pct: f64,
+    rtt_ms: f64,
+    cpu_s: f64,
+    rss_mb: f64,
+}
+
+impl Round {
+    fn pps(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.relayed / self.seconds
+        } else {
+            0.0
+        }
+    }
+    fn per_cpu(&self) -> f64 {
+        if self.cpu_s > 0.0 {
+            self.relayed / self.cpu_s
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
+pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
+    crate::services::ensure_tools()?;
+    crate::step(
+        root,
+        "build rtcplane (release)",
+        "cargo",
+        &["build", "--release", "--locked", "-p", "rtcplane"],
+    )?;
+    let rtcplane = root.join("target/release/rtcplane");
+    let load = Load {
+        clients: 20,
+        messages: 1000,
+        size: 120,
+        interval_ms: 5,
+    };
+    let peer_port = 23_480;
+    let mut peer = spawn(
+        "turnutils_peer",
+        &["-p", &peer_port.to_string(), "-L", "127.0.0.1"],
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut coturn = Vec::new();
+    let mut ours = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for round in 0..rounds {
+            // Alternate which goes first, so drift on a noisy machine hits both alike.
+            let order: [bool; 2] = if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for is_coturn in order {
+                let r = if is_coturn {
+                    run_coturn(load, peer_port)?
+                } else {
+                    run_rtcplane(&rtcplane, load, peer_port)?
+                };
+                eprintln!(
+                    "    round {round} {:<8} {:>9.0} pkt/s  loss {:>5.2}%  rtt {:>6.3} ms  cpu {:>6.3} s  rss {:>6.1} MB",
+                    if is_coturn { "coturn" } else { "rtcplane" },
+                    r.pps(),
+                    r.lost_pct,
+                    r.rtt_ms,
+                    r.cpu_s,
+                    r.rss_mb
+                );
+                if is_coturn {
+                    coturn.push(r)
+                } else {
+                    ours.push(r)
+                }
+            }
+        }
+        Ok(())
+    })();
+    let _ = peer.kill();
+    let _ = peer.wait();
+    result?;
+
+    let c = median(&coturn);
+    let o = median(&ours);
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\nturn relay, {} clients x {} messages x {} bytes every {} ms, UDP, channel data, median of {rounds} alternating rounds\n",
+        load.clients, load.messages, load.size, load.interval_ms
+    ));
+    out.push_str(&format!(
+        "{:<22}{:>14}{:>14}{:>10}\n",
+        "", "coturn", "rtcplane", "ratio"
+    ));
+    let row = |name: &str, a: f64, b: f64, out: &mut String| {
+        let ratio = if a != 0.0 {
+            format!("{:.2}", b / a)
+        } else {
+            "-".into()
+        };
+        out.push_str(&format!("{name:<22}{a:>14.3}{b:>14.3}{ratio:>10}\n"));
+    };
+    row("packets relayed/s", c.pps(), o.pps(), &mut out);
+    row("loss %", c.lost_pct, o.lost_pct, &mut out);
+    row("mean RTT ms", c.rtt_ms, o.rtt_ms, &mut out);
+    row("server CPU s", c.cpu_s, o.cpu_s, &mut out);
+    row("peak RSS MB", c.rss_mb, o.rss_mb, &mut out);
+    row("packets per CPU-s", c.per_cpu(), o.per_cpu(), &mut out);
+    use std::io::Write as _;
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
+}
+
+fn median(rounds: &[Round]) -> Round {
+    let pick = |f: fn(&Round) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    Round {
+        relayed: pick(|r| r.relayed),
+        seconds: pick(|r| r.seconds),
+        lost_pct: pick(|r| r.lost_pct),
+        rtt_ms: pick(|r| r.rtt_ms),
+        cpu_s: pick(|r| r.cpu_s),
+        rss_mb: pick(|r| r.rss_mb),
+    }
+}
+
+fn spawn(program: &str, args: &[&str]) -> anyhow::Result<Child> {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {program}"))
+}
+
+fn run_coturn(load: Load, peer_port: u16) -> anyhow::Result<Round> {
+    let port = 23_478;
+    let user = format!("{USER}:{PASS}");
+    let server = spawn(
+        "turnserver",
+        &[
+            "-n",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--lt-cred-mech",
+            "--allow-loopback-peers",
+            "--listening-ip",
+            "127.0.0.1",
+            "--listening-port",
+            &port.to_string(),
+            "--relay-ip",
+            "127.0.0.1",
+            "--min-port",
+            "40000",
+            "--max-port",
+            "45000",
+            "--user",
+            &user,
+            "--realm",
+            REALM,
+            "--no-stdout-log",
+            "--log-file",
+            "/dev/null",
+            "--pidfile",
+            "/tmp/rtcplane-bench-turnserver.pid",
+        ],
+    )?;
+    measure(server, port, load, peer_port)
+}
+
+fn run_rtcplane(bin: &Path, load: Load, peer_port: u16) -> anyhow::Result<Round> {
+    let port = 23_479;
+    let dir = std::env::temp_dir().join(format!("rtcplane-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let server = Command::new(bin)
+        .arg("serve")
+        .current_dir(&dir)
+        .env("RTCPLANE__LOG__LEVEL", "warn")
+        .env("RTCPLANE__HTTP__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("RTCPLANE__HTTP__PUBLIC_LISTEN", "127.0.0.1:0")
+        .env("RTCPLANE__STORAGE__URL", "sqlite::memory:")
+        .env("RTCPLANE__TURN__LISTEN_UDP", format!("127.0.0.1:{port}"))
+        .env("RTCPLANE__TURN__LISTEN_TCP", "")
+        .env("RTCPLANE__TURN__RELAY_IP", "127.0.0.1")
+        .env("RTCPLANE__TURN__MIN_PORT", "45001")
+        .env("RTCPLANE__TURN__MAX_PORT", "50000")
+        .env("RTCPLANE__TURN__REALM", REALM)
+        .env("RTCPLANE__TURN__STATIC_USERS", format!("{USER}:{PASS}"))
+        .env("RTCPLANE__TURN__ALLOW_LOOPBACK_PEERS", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start rtcplane")?;
+    let r = measure(server, port, load, peer_port);
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+/// Waits for the server, runs the client load, reads the server's CPU and memory, stops it.
+fn measure(mut server: Child, port: u16, load: Load, peer_port: u16) -> anyhow::Result<Round> {
+    let pid = server.id();
+    let result = (|| -> anyhow::Result<Round> {
+        wait_udp_stun(port)?;
+        let cpu_before = cpu_seconds(pid)?;
+        let started = Instant::now();
+        let out = Command::new("turnutils_uclient")
+            .args([
+                "-n",
+                &load.messages.to_string(),
+                "-m",
+                &load.clients.to_string(),
+                "-l",
+                &load.size.to_string(),
+                "-z",
+                &load.interval_ms.to_string(),
+                "-c",
+                "-e",
+                "127.0.0.1",
+                "-r",
+                &peer_port.to_string(),
+                "-p",
+                &port.to_string(),
+                "-u",
+                USER,
+                "-w",
+                PASS,
+                "127.0.0.1",
+            ])
+            .output()
+            .context("turnutils_uclient")?;
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(pid)? - cpu_before;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let last = |key: &str| -> Option<f64> {
+            text.lines()
+                .rev()
+                .filter(|l| !l.contains("msz="))
+                .find_map(|l| {
+                    let rest = &l[l.find(key)? + key.len()..];
+                    rest.trim_start()
+                        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+        };
+        let sent = last("tot_send_msgs=").context("uclient printed no totals")?;
+        let received = last("tot_recv_msgs=").unwrap_or(0.0);
+        if sent == 0.0 {
+            bail!("no traffic: {text}");
+        }
+        Ok(Round {
+            // Each echoed message crosses the relay twice (client→peer, peer→client).
+            relayed: sent + received,
+            seconds: last("Total transmit time is")
+                .filter(|s| *s > 0.0)
+                .unwrap_or(wall),
+            lost_pct: (sent - received).max(0.0) / sent * 100.0,
+            rtt_ms: last("Average round trip delay").unwrap_or(0.0),
+            cpu_s: cpu,
+            rss_mb: peak_rss_mb(pid)?,
+        })
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+fn wait_udp_stun(port: u16) -> anyhow::Result<()> {
+    // A STUN Binding request; any answer means the server is up.
+    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    req.extend_from_slice(&[7; 12]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0_u8; 512];
+    while Instant::now() < deadline {
+        let _ = sock.send_to(&req, ("127.0.0.1", port));
+        if sock.recv_from(&mut buf).is_ok() {
+            return Ok(());
+        }
+    }
+    bail!("no TURN server answered on 127.0.0.1:{port}")
+}
+
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces, so split after its closing parenthesis).
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("/proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    Ok(ticks / 100.0)
+}
+
+fn peak_rss_mb(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Ok(kb / 1024.0)
+}
