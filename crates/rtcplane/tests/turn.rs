@@ -648,3 +648,221 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// A throw-away self-signed certificate (openssl CLI), for TLS listeners.
+fn self_signed(dir: &std::path::Path) -> anyhow::Result<(String, String)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("openssl must be installed to make a test certificate")?;
+    if !status.success() {
+        bail!("openssl req failed");
+    }
+    Ok((cert.display().to_string(), key.display().to_string()))
+}
+
+#[tokio::test]
+async fn tls_listener_relays_for_the_coturn_client() -> anyhow::Result<()> {
+    let (port, tls_port, peer_port) = (free_dual_port(), free_port(), free_udp_port());
+    let _peer = Peer::start(peer_port)?;
+    let certs = tempfile::tempdir()?;
+    let (cert, key) = self_signed(certs.path())?;
+    let _server = turn_server(port)
+        .env(
+            "RTCPLANE__TURN__LISTEN_TLS",
+            format!("127.0.0.1:{tls_port}"),
+        )
+        .env("RTCPLANE__TURN__TLS_CERT", cert)
+        .env("RTCPLANE__TURN__TLS_KEY", key)
+        .start()
+        .await?;
+    let r = uclient(
+        &["-t", "-S", "-n", "30", "-m", "2", "-u", USER, "-w", PASS],
+        tls_port,
+        peer_port,
+    )
+    .await?;
+    assert_clean(&r, 30 * 2);
+
+    // A plain TCP client talking to the TLS port gets nothing relayed, and the server carries on.
+    let plain = uclient(
+        &["-t", "-n", "5", "-m", "1", "-u", USER, "-w", PASS],
+        tls_port,
+        peer_port,
+    )
+    .await?;
+    assert_eq!(plain.received, 0, "{}", plain.output);
+    let again = uclient(
+        &["-t", "-S", "-n", "10", "-m", "1", "-u", USER, "-w", PASS],
+        tls_port,
+        peer_port,
+    )
+    .await?;
+    assert_clean(&again, 10);
+    Ok(())
+}
+
+#[tokio::test]
+async fn unreadable_tls_certificate_fails_start_up_naming_the_key() -> anyhow::Result<()> {
+    let port = free_dual_port();
+    let mut server = turn_server(port)
+        .env(
+            "RTCPLANE__TURN__LISTEN_TLS",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("RTCPLANE__TURN__TLS_CERT", "/nonexistent/cert.pem")
+        .env("RTCPLANE__TURN__TLS_KEY", "/nonexistent/key.pem")
+        .spawn()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while server.alive() {
+        assert!(tokio::time::Instant::now() < deadline, "must exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server.log().contains("turn.tls_cert"), "{}", server.log());
+    Ok(())
+}
+
+#[tokio::test]
+async fn ipv6_listener_and_ipv6_relay() -> anyhow::Result<()> {
+    let port = free_dual_port();
+    let peer_port = free_udp_port();
+    let peer = Command::new("turnutils_peer")
+        .args(["-p", &peer_port.to_string(), "-L", "::1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("turnutils_peer")?;
+    let _peer = Peer(peer);
+    std::thread::sleep(Duration::from_millis(200));
+    let _server = turn_server(port)
+        .env("RTCPLANE__TURN__LISTEN_UDP", format!("[::1]:{port}"))
+        .env("RTCPLANE__TURN__LISTEN_TCP", "")
+        .env("RTCPLANE__TURN__RELAY_IP6", "::1")
+        .start()
+        .await?;
+    let mut cmd = tokio::process::Command::new("turnutils_uclient");
+    cmd.args([
+        "-x",
+        "-n",
+        "20",
+        "-m",
+        "2",
+        "-c",
+        "-u",
+        USER,
+        "-w",
+        PASS,
+        "-e",
+        "::1",
+        "-r",
+        &peer_port.to_string(),
+        "-p",
+        &port.to_string(),
+        "::1",
+    ])
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await??;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Total lost packets 0 "), "{text}");
+    assert!(text.contains("tot_recv_msgs=40"), "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn family_credential_and_capacity_errors() -> anyhow::Result<()> {
+    let port = free_dual_port();
+    let relay_port = free_udp_port();
+    let _server = turn_server(port)
+        .env(
+            "RTCPLANE__TURN__STATIC_USERS",
+            format!("{USER}:{PASS},other:otherpass"),
+        )
+        .env("RTCPLANE__TURN__MIN_PORT", relay_port.to_string())
+        .env("RTCPLANE__TURN__MAX_PORT", relay_port.to_string())
+        .start()
+        .await?;
+    let key = LongTermKey::derive(PasswordAlgorithm::Md5, USER, REALM, PASS);
+    let other = LongTermKey::derive(PasswordAlgorithm::Md5, "other", REALM, "otherpass");
+    let a = Raw::new(port).await?;
+    let resp = a
+        .transact(&Req::new(Method::ALLOCATE).build(
+            |e| {
+                e.requested_transport(attr::TRANSPORT_UDP);
+            },
+            None,
+        ))
+        .await?;
+    let nonce = Message::decode(&resp)?
+        .nonce()?
+        .context("nonce")?
+        .to_owned();
+
+    // IPv6 relay asked for, none configured: 440.
+    let resp = a
+        .transact(&Req::new(Method::ALLOCATE).build(
+            |e| {
+                e.requested_transport(attr::TRANSPORT_UDP)
+                    .family(attr::REQUESTED_ADDRESS_FAMILY, attr::FAMILY_IPV6);
+            },
+            Some((USER, REALM, &nonce, &key)),
+        ))
+        .await?;
+    assert_eq!(error_code(&resp), Some(440));
+
+    // The one relay port goes to the first allocation; a second client gets 508.
+    let resp = a
+        .transact(&Req::new(Method::ALLOCATE).build(
+            |e| {
+                e.requested_transport(attr::TRANSPORT_UDP);
+            },
+            Some((USER, REALM, &nonce, &key)),
+        ))
+        .await?;
+    assert_eq!(
+        Message::decode(&resp)?.class,
+        Class::Success,
+        "{:?}",
+        error_code(&resp)
+    );
+    // Nonces bind to the client's IP address, so the first client's nonce serves the second (both loopback).
+    let b = Raw::new(port).await?;
+    let resp = b
+        .transact(&Req::new(Method::ALLOCATE).build(
+            |e| {
+                e.requested_transport(attr::TRANSPORT_UDP);
+            },
+            Some((USER, REALM, &nonce, &key)),
+        ))
+        .await?;
+    assert_eq!(error_code(&resp), Some(508), "no relay port left");
+
+    // Another user refreshing the first client's allocation from its 5-tuple: 441.
+    let resp = a
+        .transact(&Req::new(Method::REFRESH).build(|_| {}, Some(("other", REALM, &nonce, &other))))
+        .await?;
+    assert_eq!(error_code(&resp), Some(441));
+    Ok(())
+}

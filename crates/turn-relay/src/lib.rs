@@ -5,7 +5,7 @@
 //!   users, TURN REST API secrets, database users), stateless expiring nonces, allocations with permissions
 //!   and channels, the peer policy, and `turn.allocation.*` events on the bus.
 //!
-//! Not here yet: TLS listeners, RFC 6062 TCP relays, coturn's Redis statistics, quotas, the HTTP API.
+//! Not here yet: RFC 6062 TCP relays, coturn's Redis statistics, quotas, the HTTP API.
 
 mod allocation;
 mod auth;
@@ -14,6 +14,7 @@ mod metrics;
 mod policy;
 mod server;
 pub mod stun;
+mod tls;
 pub mod users;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -40,7 +41,7 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error("cannot listen on turn.{key} = {addr}: {source}")]
     Bind {
-        /// `listen_udp` or `listen_tcp`.
+        /// `listen_udp`, `listen_tcp` or `listen_tls`.
         key: &'static str,
         /// The address.
         addr: SocketAddr,
@@ -48,9 +49,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    /// TLS listeners are configured but not supported by this build yet.
-    #[error("turn.listen_tls: TLS listeners are not available in this build yet; remove them")]
-    TlsUnsupported,
 }
 
 /// The running relay.
@@ -59,6 +57,7 @@ pub struct Turn {
     server: Arc<server::Server>,
     udp: Vec<SocketAddr>,
     tcp: Vec<SocketAddr>,
+    tls: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Turn {
@@ -79,6 +78,11 @@ impl Turn {
     /// Bound TCP listener addresses.
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         &self.tcp
+    }
+
+    /// Bound TLS listener addresses.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls
     }
 
     /// Active allocations.
@@ -135,9 +139,11 @@ pub async fn start(
     tasks: TaskTracker,
 ) -> Result<Turn, StartError> {
     config.validate()?;
-    if !config.listen_tls.is_empty() {
-        return Err(StartError::TlsUnsupported);
-    }
+    let tls = if config.listen_tls.is_empty() {
+        None
+    } else {
+        Some(tls::acceptor(&config.tls_cert, &config.tls_key)?)
+    };
     metrics::describe();
     let creds = auth::Credentials::new(
         &config.realm,
@@ -203,11 +209,29 @@ pub async fn start(
         tcp.push(listener.local_addr().unwrap_or(addr));
         tcp_listeners.push(listener);
     }
+    let mut tls_addrs = Vec::new();
+    let mut tls_listeners = Vec::new();
+    for &addr in &config.listen_tls {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                key: "listen_tls",
+                addr,
+                source,
+            })?;
+        tls_addrs.push(listener.local_addr().unwrap_or(addr));
+        tls_listeners.push(listener);
+    }
     for socket in udp_sockets {
         tasks.spawn(server.clone().run_udp(socket));
     }
     for listener in tcp_listeners {
-        tasks.spawn(server.clone().run_tcp(listener));
+        tasks.spawn(server.clone().run_tcp(listener, None));
+    }
+    if let Some(acceptor) = tls {
+        for listener in tls_listeners {
+            tasks.spawn(server.clone().run_tcp(listener, Some(acceptor.clone())));
+        }
     }
     let sweeper = server.clone();
     tasks.spawn(async move {
@@ -219,6 +243,11 @@ pub async fn start(
             }
         }
     });
-    tracing::info!(udp = ?udp, tcp = ?tcp, relay_ip = %relay.ip4, realm = %config.realm, "turn: relaying");
-    Ok(Turn { server, udp, tcp })
+    tracing::info!(udp = ?udp, tcp = ?tcp, tls = ?tls_addrs, relay_ip = %relay.ip4, realm = %config.realm, "turn: relaying");
+    Ok(Turn {
+        server,
+        udp,
+        tcp,
+        tls: tls_addrs,
+    })
 }

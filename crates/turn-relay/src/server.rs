@@ -144,8 +144,12 @@ impl Server {
         }
     }
 
-    /// Accepts TCP connections on one listener until shutdown.
-    pub(crate) async fn run_tcp(self: Arc<Self>, listener: TcpListener) {
+    /// Accepts TCP connections on one listener until shutdown; with an acceptor, each is a TLS connection.
+    pub(crate) async fn run_tcp(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) {
         let Ok(local) = listener.local_addr() else {
             return;
         };
@@ -162,15 +166,37 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let (read, write) = stream.into_split();
-            let tuple = FiveTuple {
-                client: from,
-                server: local,
-                transport: Transport::Tcp,
-            };
             let server = self.clone();
-            self.tasks
-                .spawn(server.run_stream(read, Box::new(write), tuple));
+            match &tls {
+                None => {
+                    let (read, write) = stream.into_split();
+                    let tuple = FiveTuple {
+                        client: from,
+                        server: local,
+                        transport: Transport::Tcp,
+                    };
+                    self.tasks
+                        .spawn(server.run_stream(read, Box::new(write), tuple));
+                }
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    self.tasks.spawn(async move {
+                        // A client that never finishes the handshake must not hold a task forever.
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => {
+                                let (read, write) = tokio::io::split(tls_stream);
+                                let tuple = FiveTuple { client: from, server: local, transport: Transport::Tls };
+                                server.run_stream(read, Box::new(write), tuple).await;
+                            }
+                            Ok(Err(e)) => {
+                                m::dropped("tls_handshake");
+                                tracing::debug!(error = %e, client = %from, "turn: TLS handshake failed");
+                            }
+                            Err(_) => m::dropped("tls_handshake_timeout"),
+                        }
+                    });
+                }
+            }
         }
     }
 
