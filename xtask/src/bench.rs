@@ -4,7 +4,8 @@
 //! (`turnutils_uclient`: tens of clients, a fixed message count and size), one after the other, alternating
 //! over several rounds. Per round we read from the client its sent/received counts, loss, transmit time and
 //! mean RTT, and from /proc the server's CPU seconds (utime + stime) and peak RSS (VmHWM). The table shows
-//! medians and the rtcplane/coturn ratios; packets per CPU-second is the figure DESIGN.md targets.
+//! medians and the rtcplane/coturn ratios; packets per CPU-second is the figure DESIGN.md targets. Two
+//! comparisons: both servers at their defaults, and both on one relay thread.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -73,36 +74,38 @@ pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
     )?;
     std::thread::sleep(Duration::from_millis(300));
 
-    let mut coturn = Vec::new();
-    let mut ours = Vec::new();
+    // Both servers at their defaults (several threads each), and both on one relay thread
+    // (coturn `--relay-threads 0`, rtcplane `worker_threads = 1`).
+    let variants: [(&str, Option<usize>); 4] = [
+        ("coturn", None),
+        ("rtcplane", None),
+        ("coturn-1t", Some(0)),
+        ("rtcplane-1t", Some(1)),
+    ];
+    let mut results: Vec<Vec<Round>> = vec![Vec::new(); variants.len()];
     let result = (|| -> anyhow::Result<()> {
         for round in 0..rounds {
-            // Alternate which goes first, so drift on a noisy machine hits both alike.
-            let order: [bool; 2] = if round % 2 == 0 {
-                [true, false]
-            } else {
-                [false, true]
-            };
-            for is_coturn in order {
-                let r = if is_coturn {
-                    run_coturn(load, peer_port)?
+            // Alternate the order, so drift on a noisy machine hits every variant alike.
+            let mut order: Vec<usize> = (0..variants.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let (name, threads) = variants[i];
+                let r = if name.starts_with("coturn") {
+                    run_coturn(load, peer_port, threads)?
                 } else {
-                    run_rtcplane(&rtcplane, load, peer_port)?
+                    run_rtcplane(&rtcplane, load, peer_port, threads)?
                 };
                 eprintln!(
-                    "    round {round} {:<8} {:>9.0} pkt/s  loss {:>5.2}%  rtt {:>6.3} ms  cpu {:>6.3} s  rss {:>6.1} MB",
-                    if is_coturn { "coturn" } else { "rtcplane" },
+                    "    round {round} {name:<12} {:>9.0} pkt/s  loss {:>5.2}%  rtt {:>6.3} ms  cpu {:>6.3} s  rss {:>6.1} MB",
                     r.pps(),
                     r.lost_pct,
                     r.rtt_ms,
                     r.cpu_s,
                     r.rss_mb
                 );
-                if is_coturn {
-                    coturn.push(r)
-                } else {
-                    ours.push(r)
-                }
+                results[i].push(r);
             }
         }
         Ok(())
@@ -111,11 +114,29 @@ pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
     let _ = peer.wait();
     result?;
 
-    let c = median(&coturn);
-    let o = median(&ours);
     let mut out = String::new();
+    for (label, c, o) in [
+        (
+            "defaults (multi-threaded)",
+            median(&results[0]),
+            median(&results[1]),
+        ),
+        (
+            "one relay thread each",
+            median(&results[2]),
+            median(&results[3]),
+        ),
+    ] {
+        table(&mut out, label, load, rounds, c, o);
+    }
+    use std::io::Write as _;
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
+}
+
+fn table(out: &mut String, label: &str, load: Load, rounds: u32, c: Round, o: Round) {
     out.push_str(&format!(
-        "\nturn relay, {} clients x {} messages x {} bytes every {} ms, UDP, channel data, median of {rounds} alternating rounds\n",
+        "\nturn relay, {label}: {} clients x {} messages x {} bytes every {} ms, UDP, channel data, median of {rounds} alternating rounds\n",
         load.clients, load.messages, load.size, load.interval_ms
     ));
     out.push_str(&format!(
@@ -130,15 +151,12 @@ pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
         };
         out.push_str(&format!("{name:<22}{a:>14.3}{b:>14.3}{ratio:>10}\n"));
     };
-    row("packets relayed/s", c.pps(), o.pps(), &mut out);
-    row("loss %", c.lost_pct, o.lost_pct, &mut out);
-    row("mean RTT ms", c.rtt_ms, o.rtt_ms, &mut out);
-    row("server CPU s", c.cpu_s, o.cpu_s, &mut out);
-    row("peak RSS MB", c.rss_mb, o.rss_mb, &mut out);
-    row("packets per CPU-s", c.per_cpu(), o.per_cpu(), &mut out);
-    use std::io::Write as _;
-    std::io::stdout().lock().write_all(out.as_bytes())?;
-    Ok(())
+    row("packets relayed/s", c.pps(), o.pps(), out);
+    row("loss %", c.lost_pct, o.lost_pct, out);
+    row("mean RTT ms", c.rtt_ms, o.rtt_ms, out);
+    row("server CPU s", c.cpu_s, o.cpu_s, out);
+    row("peak RSS MB", c.rss_mb, o.rss_mb, out);
+    row("packets per CPU-s", c.per_cpu(), o.per_cpu(), out);
 }
 
 fn median(rounds: &[Round]) -> Round {
@@ -166,43 +184,50 @@ fn spawn(program: &str, args: &[&str]) -> anyhow::Result<Child> {
         .with_context(|| format!("cannot start {program}"))
 }
 
-fn run_coturn(load: Load, peer_port: u16) -> anyhow::Result<Round> {
+fn run_coturn(load: Load, peer_port: u16, relay_threads: Option<usize>) -> anyhow::Result<Round> {
     let port = 23_478;
     let user = format!("{USER}:{PASS}");
-    let server = spawn(
-        "turnserver",
-        &[
-            "-n",
-            "--no-cli",
-            "--no-tls",
-            "--no-dtls",
-            "--lt-cred-mech",
-            "--allow-loopback-peers",
-            "--listening-ip",
-            "127.0.0.1",
-            "--listening-port",
-            &port.to_string(),
-            "--relay-ip",
-            "127.0.0.1",
-            "--min-port",
-            "40000",
-            "--max-port",
-            "45000",
-            "--user",
-            &user,
-            "--realm",
-            REALM,
-            "--no-stdout-log",
-            "--log-file",
-            "/dev/null",
-            "--pidfile",
-            "/tmp/rtcplane-bench-turnserver.pid",
-        ],
-    )?;
+    let threads = relay_threads.map(|t| t.to_string());
+    let mut args: Vec<&str> = vec![
+        "-n",
+        "--no-cli",
+        "--no-tls",
+        "--no-dtls",
+        "--lt-cred-mech",
+        "--allow-loopback-peers",
+        "--listening-ip",
+        "127.0.0.1",
+        "--listening-port",
+        "23478",
+        "--relay-ip",
+        "127.0.0.1",
+        "--min-port",
+        "40000",
+        "--max-port",
+        "45000",
+        "--user",
+        &user,
+        "--realm",
+        REALM,
+        "--no-stdout-log",
+        "--log-file",
+        "/dev/null",
+        "--pidfile",
+        "/tmp/rtcplane-bench-turnserver.pid",
+    ];
+    if let Some(t) = &threads {
+        args.extend(["--relay-threads", t.as_str()]);
+    }
+    let server = spawn("turnserver", &args)?;
     measure(server, port, load, peer_port)
 }
 
-fn run_rtcplane(bin: &Path, load: Load, peer_port: u16) -> anyhow::Result<Round> {
+fn run_rtcplane(
+    bin: &Path,
+    load: Load,
+    peer_port: u16,
+    worker_threads: Option<usize>,
+) -> anyhow::Result<Round> {
     let port = 23_479;
     let dir = std::env::temp_dir().join(format!("rtcplane-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -210,6 +235,11 @@ fn run_rtcplane(bin: &Path, load: Load, peer_port: u16) -> anyhow::Result<Round>
         .arg("serve")
         .current_dir(&dir)
         .env("RTCPLANE__LOG__LEVEL", "warn")
+        .env(
+            "RTCPLANE__WORKER_THREADS",
+            worker_threads.unwrap_or(0).to_string(),
+        )
+        .env_remove("TOKIO_WORKER_THREADS")
         .env("RTCPLANE__HTTP__ADMIN_LISTEN", "127.0.0.1:0")
         .env("RTCPLANE__HTTP__PUBLIC_LISTEN", "127.0.0.1:0")
         .env("RTCPLANE__STORAGE__URL", "sqlite::memory:")

@@ -22,6 +22,8 @@ pub(crate) struct Config {
     /// How long a graceful shutdown may take before the rest is abandoned.
     #[serde(with = "humantime_serde")]
     pub(crate) shutdown_grace: Duration,
+    /// Async runtime worker threads; 0 means one per CPU core.
+    pub(crate) worker_threads: usize,
     pub(crate) http: HttpConfig,
     pub(crate) storage: StorageConfig,
     pub(crate) redis: RedisConfig,
@@ -39,6 +41,7 @@ impl Default for Config {
         Self {
             node_id: default_node_id(),
             shutdown_grace: Duration::from_secs(10),
+            worker_threads: 0,
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
             redis: RedisConfig::default(),
@@ -311,6 +314,12 @@ impl Config {
             return Err(ConfigError::at(
                 "node_id",
                 "must not contain spaces, control characters or `/`",
+            ));
+        }
+        if self.worker_threads > 1024 {
+            return Err(ConfigError::at(
+                "worker_threads",
+                "at most 1024 (0 means one per CPU core)",
             ));
         }
         if self.shutdown_grace.is_zero() {

@@ -77,7 +77,33 @@ pub(crate) fn dropped(reason: &'static str) {
     metrics::counter!(DROPPED, "reason" => reason).increment(1);
 }
 
-pub(crate) fn relayed(direction: &'static str, bytes: usize) {
-    metrics::counter!(PACKETS, "direction" => direction).increment(1);
-    metrics::counter!(BYTES, "direction" => direction).increment(bytes as u64);
+/// Per-packet counters, registered once: incrementing a handle is an atomic add, where the `counter!`
+/// macro would look the labelled key up in the registry on every packet.
+#[derive(Clone)]
+pub(crate) struct DataPath {
+    to_peer_packets: metrics::Counter,
+    to_peer_bytes: metrics::Counter,
+    to_client_packets: metrics::Counter,
+    to_client_bytes: metrics::Counter,
+}
+
+impl DataPath {
+    pub(crate) fn new() -> Self {
+        Self {
+            to_peer_packets: metrics::counter!(PACKETS, "direction" => "to_peer"),
+            to_peer_bytes: metrics::counter!(BYTES, "direction" => "to_peer"),
+            to_client_packets: metrics::counter!(PACKETS, "direction" => "to_client"),
+            to_client_bytes: metrics::counter!(BYTES, "direction" => "to_client"),
+        }
+    }
+
+    pub(crate) fn to_peer(&self, bytes: usize) {
+        self.to_peer_packets.increment(1);
+        self.to_peer_bytes.increment(bytes as u64);
+    }
+
+    pub(crate) fn to_client(&self, bytes: usize) {
+        self.to_client_packets.increment(1);
+        self.to_client_bytes.increment(bytes as u64);
+    }
 }

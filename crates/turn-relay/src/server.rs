@@ -60,6 +60,7 @@ pub(crate) struct Server {
     pub(crate) limits: Limits,
     pub(crate) allocations: DashMap<FiveTuple, Arc<Allocation>>,
     pub(crate) events: Publisher,
+    data_metrics: m::DataPath,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     next_id: AtomicU64,
@@ -97,6 +98,7 @@ impl Server {
             limits,
             allocations: DashMap::new(),
             events,
+            data_metrics: m::DataPath::new(),
             tasks,
             shutdown,
             next_id: AtomicU64::new(rand::random_range(
@@ -846,7 +848,7 @@ impl Server {
         match relay.socket.try_send_to(data, peer) {
             Ok(_) => {
                 alloc.counters.sent(data.len());
-                m::relayed("to_peer", data.len());
+                self.data_metrics.to_peer(data.len());
             }
             Err(_) => m::dropped("peer_send_failed"),
         }
@@ -887,7 +889,7 @@ impl Server {
             }
             if alloc.sink.send(&out).await.is_ok() {
                 alloc.counters.received(n);
-                m::relayed("to_client", n);
+                self.data_metrics.to_client(n);
             }
         }
     }
