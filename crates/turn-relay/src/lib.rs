@@ -130,6 +130,23 @@ fn resolve_relay_ip(config: &Config) -> IpAddr {
     })
 }
 
+/// Binds TCP listeners for `key`, returning their bound addresses and the listeners.
+async fn bind_streams(
+    key: &'static str,
+    addrs: &[SocketAddr],
+) -> Result<(Vec<SocketAddr>, Vec<TcpListener>), StartError> {
+    let mut bound = Vec::with_capacity(addrs.len());
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { key, addr, source })?;
+        bound.push(listener.local_addr().unwrap_or(addr));
+        listeners.push(listener);
+    }
+    Ok((bound, listeners))
+}
+
 /// Binds the listeners and starts relaying until `shutdown`. Tasks are tracked by `tasks`.
 pub async fn start(
     config: Config,
@@ -196,32 +213,8 @@ pub async fn start(
         udp.push(socket.local_addr().unwrap_or(addr));
         udp_sockets.push(Arc::new(socket));
     }
-    let mut tcp = Vec::new();
-    let mut tcp_listeners = Vec::new();
-    for &addr in &config.listen_tcp {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                key: "listen_tcp",
-                addr,
-                source,
-            })?;
-        tcp.push(listener.local_addr().unwrap_or(addr));
-        tcp_listeners.push(listener);
-    }
-    let mut tls_addrs = Vec::new();
-    let mut tls_listeners = Vec::new();
-    for &addr in &config.listen_tls {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                key: "listen_tls",
-                addr,
-                source,
-            })?;
-        tls_addrs.push(listener.local_addr().unwrap_or(addr));
-        tls_listeners.push(listener);
-    }
+    let (tcp, tcp_listeners) = bind_streams("listen_tcp", &config.listen_tcp).await?;
+    let (tls_addrs, tls_listeners) = bind_streams("listen_tls", &config.listen_tls).await?;
     for socket in udp_sockets {
         tasks.spawn(server.clone().run_udp(socket));
     }

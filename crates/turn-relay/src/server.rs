@@ -363,6 +363,20 @@ impl Server {
         e.fingerprint();
     }
 
+    /// A signed success response with `attrs` added after SOFTWARE.
+    fn success(
+        &self,
+        msg: &Message<'_>,
+        auth: &Authed,
+        attrs: impl FnOnce(&mut Encoder<'_>),
+    ) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(96);
+        let mut e = self.response(&mut buf, msg, Class::Success);
+        attrs(&mut e);
+        Self::sign(&mut e, Some(auth));
+        e.finish().map(<[u8]>::to_vec).unwrap_or_default()
+    }
+
     fn error(
         &self,
         msg: &Message<'_>,
@@ -705,11 +719,9 @@ impl Server {
         } else {
             self.granted_lifetime(msg)
         };
-        let mut buf = Vec::with_capacity(96);
-        let mut e = self.response(&mut buf, msg, Class::Success);
-        e.lifetime(lifetime.as_secs() as u32);
-        Self::sign(&mut e, Some(&auth));
-        let resp = e.finish().map(<[u8]>::to_vec).unwrap_or_default();
+        let resp = self.success(msg, &auth, |e| {
+            e.lifetime(lifetime.as_secs() as u32);
+        });
         if lifetime.is_zero() {
             self.delete(&alloc, "refresh");
         } else {
@@ -766,10 +778,7 @@ impl Server {
         }
         let now = Instant::now();
         alloc.with_peers(|st| peers.iter().for_each(|p| st.permit(p.ip(), now)));
-        let mut buf = Vec::with_capacity(64);
-        let mut e = self.response(&mut buf, msg, Class::Success);
-        Self::sign(&mut e, Some(&auth));
-        e.finish().map(<[u8]>::to_vec).unwrap_or_default()
+        self.success(msg, &auth, |_| {})
     }
 
     fn channel_bind(&self, msg: &Message<'_>, client: &Client, auth: Authed) -> Vec<u8> {
@@ -797,10 +806,7 @@ impl Server {
             tracing::debug!(channel, %peer, "turn: channel bind conflict");
             return self.error(msg, ErrorCode::BAD_REQUEST, Some(&auth), |_| {});
         }
-        let mut buf = Vec::with_capacity(64);
-        let mut e = self.response(&mut buf, msg, Class::Success);
-        Self::sign(&mut e, Some(&auth));
-        e.finish().map(<[u8]>::to_vec).unwrap_or_default()
+        self.success(msg, &auth, |_| {})
     }
 
     // ---------------------------------------------------------------- data path
