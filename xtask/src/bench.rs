@@ -19,6 +19,8 @@ const REALM: &str = "bench.rtcplane";
 
 #[derive(Clone, Copy, Debug)]
 struct Load {
+    /// Client to client through the relay (`-y`) instead of client to an echo peer.
+    c2c: bool,
     clients: u32,
     messages: u32,
     size: u32,
@@ -61,12 +63,13 @@ pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
         &["build", "--release", "--locked", "-p", "rtcplane"],
     )?;
     let rtcplane = root.join("target/release/rtcplane");
-    let load = Load {
+    let loads = [false, true].map(|c2c| Load {
+        c2c,
         clients: 20,
         messages: 1000,
         size: 120,
         interval_ms: 5,
-    };
+    });
     let peer_port = 23_480;
     let mut peer = spawn(
         "turnutils_peer",
@@ -82,30 +85,32 @@ pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
         ("coturn-1t", Some(0)),
         ("rtcplane-1t", Some(1)),
     ];
-    let mut results: Vec<Vec<Round>> = vec![Vec::new(); variants.len()];
+    let mut results: Vec<Vec<Vec<Round>>> = vec![vec![Vec::new(); variants.len()]; loads.len()];
     let result = (|| -> anyhow::Result<()> {
-        for round in 0..rounds {
-            // Alternate the order, so drift on a noisy machine hits every variant alike.
-            let mut order: Vec<usize> = (0..variants.len()).collect();
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for i in order {
-                let (name, threads) = variants[i];
-                let r = if name.starts_with("coturn") {
-                    run_coturn(load, peer_port, threads)?
-                } else {
-                    run_rtcplane(&rtcplane, load, peer_port, threads)?
-                };
-                eprintln!(
-                    "    round {round} {name:<12} {:>9.0} pkt/s  loss {:>5.2}%  rtt {:>6.3} ms  cpu {:>6.3} s  rss {:>6.1} MB",
-                    r.pps(),
-                    r.lost_pct,
-                    r.rtt_ms,
-                    r.cpu_s,
-                    r.rss_mb
-                );
-                results[i].push(r);
+        for (li, &load) in loads.iter().enumerate() {
+            for round in 0..rounds {
+                // Alternate the order, so drift on a noisy machine hits every variant alike.
+                let mut order: Vec<usize> = (0..variants.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    let (name, threads) = variants[i];
+                    let r = if name.starts_with("coturn") {
+                        run_coturn(load, peer_port, threads)?
+                    } else {
+                        run_rtcplane(&rtcplane, load, peer_port, threads)?
+                    };
+                    eprintln!(
+                        "    round {round} {name:<12} {:>9.0} pkt/s  loss {:>5.2}%  rtt {:>6.3} ms  cpu {:>6.3} s  rss {:>6.1} MB",
+                        r.pps(),
+                        r.lost_pct,
+                        r.rtt_ms,
+                        r.cpu_s,
+                        r.rss_mb
+                    );
+                    results[li][i].push(r);
+                }
             }
         }
         Ok(())
@@ -115,19 +120,14 @@ pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
     result?;
 
     let mut out = String::new();
-    for (label, c, o) in [
-        (
-            "defaults (multi-threaded)",
-            median(&results[0]),
-            median(&results[1]),
-        ),
-        (
-            "one relay thread each",
-            median(&results[2]),
-            median(&results[3]),
-        ),
-    ] {
-        table(&mut out, label, load, rounds, c, o);
+    for (li, &load) in loads.iter().enumerate() {
+        let r = &results[li];
+        for (label, c, o) in [
+            ("defaults (multi-threaded)", median(&r[0]), median(&r[1])),
+            ("one relay thread each", median(&r[2]), median(&r[3])),
+        ] {
+            table(&mut out, label, load, rounds, c, o);
+        }
     }
     use std::io::Write as _;
     std::io::stdout().lock().write_all(out.as_bytes())?;
@@ -136,8 +136,12 @@ pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
 
 fn table(out: &mut String, label: &str, load: Load, rounds: u32, c: Round, o: Round) {
     out.push_str(&format!(
-        "\nturn relay, {label}: {} clients x {} messages x {} bytes every {} ms, UDP, channel data, median of {rounds} alternating rounds\n",
-        load.clients, load.messages, load.size, load.interval_ms
+        "\nturn relay, {}, {label}: {} clients x {} messages x {} bytes every {} ms, UDP, median of {rounds} alternating rounds\n",
+        if load.c2c { "client to client (-y)" } else { "client to echo peer" },
+        load.clients,
+        load.messages,
+        load.size,
+        load.interval_ms
     ));
     out.push_str(&format!(
         "{:<22}{:>14}{:>14}{:>10}\n",
@@ -267,7 +271,11 @@ fn measure(mut server: Child, port: u16, load: Load, peer_port: u16) -> anyhow::
         wait_udp_stun(port)?;
         let cpu_before = cpu_seconds(pid)?;
         let started = Instant::now();
-        let out = Command::new("turnutils_uclient")
+        let mut cmd = Command::new("turnutils_uclient");
+        if load.c2c {
+            cmd.arg("-y");
+        }
+        let out = cmd
             .args([
                 "-n",
                 &load.messages.to_string(),

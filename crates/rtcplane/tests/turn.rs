@@ -193,6 +193,13 @@ async fn coturn_client_relays_over_udp_and_tcp_with_a_static_user() -> anyhow::R
         .await?
         .text()
         .await?;
+    // The client-to-client run went through the in-process fast path (both clients are on this node).
+    let fast: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rtcplane_turn_fast_path_packets_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(fast >= 60, "fast path used for {fast} packets:\n{metrics}");
     for series in [
         "rtcplane_turn_allocations_created_total",
         "rtcplane_turn_relayed_packets_total{direction=\"to_peer\"}",

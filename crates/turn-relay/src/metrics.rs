@@ -13,6 +13,7 @@ const PEER_DENIED: &str = "rtcplane_turn_peer_denied_total";
 const DROPPED: &str = "rtcplane_turn_packets_dropped_total";
 const PACKETS: &str = "rtcplane_turn_relayed_packets_total";
 const BYTES: &str = "rtcplane_turn_relayed_bytes_total";
+const FAST_PATH: &str = "rtcplane_turn_fast_path_packets_total";
 
 pub(crate) fn describe() {
     metrics::describe_gauge!(ALLOCATIONS, "Active TURN allocations.");
@@ -42,6 +43,10 @@ pub(crate) fn describe() {
         "Packets relayed, by direction (to_peer, to_client)."
     );
     metrics::describe_counter!(BYTES, "Application bytes relayed, by direction.");
+    metrics::describe_counter!(
+        FAST_PATH,
+        "Packets delivered in process from one local allocation to another (no relayed sockets crossed)."
+    );
     metrics::gauge!(ALLOCATIONS).set(0.0);
 }
 
@@ -85,6 +90,7 @@ pub(crate) struct DataPath {
     to_peer_bytes: metrics::Counter,
     to_client_packets: metrics::Counter,
     to_client_bytes: metrics::Counter,
+    fast_path: metrics::Counter,
 }
 
 impl DataPath {
@@ -94,12 +100,17 @@ impl DataPath {
             to_peer_bytes: metrics::counter!(BYTES, "direction" => "to_peer"),
             to_client_packets: metrics::counter!(PACKETS, "direction" => "to_client"),
             to_client_bytes: metrics::counter!(BYTES, "direction" => "to_client"),
+            fast_path: metrics::counter!(FAST_PATH),
         }
     }
 
     pub(crate) fn to_peer(&self, bytes: usize) {
         self.to_peer_packets.increment(1);
         self.to_peer_bytes.increment(bytes as u64);
+    }
+
+    pub(crate) fn fast_path(&self) {
+        self.fast_path.increment(1);
     }
 
     pub(crate) fn to_client(&self, bytes: usize) {

@@ -66,6 +66,8 @@ pub(crate) struct Server {
     next_id: AtomicU64,
     next_port: AtomicU64,
     reservations: DashMap<[u8; 8], (Arc<UdpSocket>, Instant)>,
+    /// Allocations by relayed (announced) address, for the in-process fast path.
+    by_relayed: DashMap<SocketAddr, std::sync::Weak<Allocation>>,
 }
 
 /// A client connection as the request handler sees it.
@@ -106,6 +108,7 @@ impl Server {
             )),
             next_port: AtomicU64::new(rand::random_range(0..span)),
             reservations: DashMap::new(),
+            by_relayed: DashMap::new(),
             relay,
         }
     }
@@ -621,7 +624,8 @@ impl Server {
                 v.insert(alloc.clone());
             }
         }
-        for i in 0..alloc.relays.len() {
+        for (i, r) in alloc.relays.iter().enumerate() {
+            self.by_relayed.insert(r.announced, Arc::downgrade(&alloc));
             self.tasks.spawn(self.clone().relay_loop(alloc.clone(), i));
         }
         self.tasks.spawn(self.clone().expiry_loop(alloc.clone()));
@@ -850,6 +854,9 @@ impl Server {
         let Some(relay) = alloc.relay_for(peer) else {
             return;
         };
+        if self.to_local_allocation(alloc, relay.announced, peer, data) {
+            return;
+        }
         // Non-blocking send: a full socket buffer drops the datagram (UDP semantics) instead of stalling.
         match relay.socket.try_send_to(data, peer) {
             Ok(_) => {
@@ -871,26 +878,7 @@ impl Server {
                 () = alloc.cancel.cancelled() => return,
                 r = socket.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
             };
-            let now = Instant::now();
-            let Some(channel) = alloc.with_peers(|st| {
-                st.permitted(peer.ip(), now)
-                    .then(|| st.channel_of(peer, now))
-            }) else {
-                m::dropped("no_permission");
-                continue;
-            };
-            let data = &buf[..n];
-            let framed = match channel {
-                Some(ch) => ChannelData::encode(ch, data, stream, &mut out).is_ok(),
-                None => {
-                    let tid: TransactionId = rand::random();
-                    let mut e = Encoder::new(&mut out, Method::DATA, Class::Indication, tid);
-                    e.xor_address(attr::XOR_PEER_ADDRESS, peer)
-                        .attr(attr::DATA, data);
-                    e.finish().is_ok()
-                }
-            };
-            if !framed {
+            if !frame_for_client(&alloc, peer, &buf[..n], stream, &mut out) {
                 continue;
             }
             if alloc.sink.send(&out).await.is_ok() {
@@ -898,6 +886,38 @@ impl Server {
                 self.data_metrics.to_client(n);
             }
         }
+    }
+
+    /// The in-process fast path: `peer` is another allocation's relayed address on this node, so deliver to
+    /// that allocation's client directly instead of through two relayed sockets. Everything observable is
+    /// the same: the target's permission for the source is checked, both allocations' counters move, and
+    /// the target's client gets the same ChannelData or Data indication. Returns false (take the socket path)
+    /// for stream clients, which need an async write.
+    fn to_local_allocation(
+        &self,
+        from: &Allocation,
+        source: SocketAddr,
+        peer: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let Some(target) = self.by_relayed.get(&peer).and_then(|w| w.upgrade()) else {
+            return false;
+        };
+        let ClientSink::Udp { socket, client } = &target.sink else {
+            return false;
+        };
+        from.counters.sent(data.len());
+        self.data_metrics.to_peer(data.len());
+        let delivered = LOCAL_OUT.with_borrow_mut(|out| {
+            frame_for_client(&target, source, data, false, out)
+                && socket.try_send_to(out, *client).is_ok()
+        });
+        if delivered {
+            target.counters.received(data.len());
+            self.data_metrics.to_client(data.len());
+            self.data_metrics.fast_path();
+        }
+        true
     }
 
     /// Deletes the allocation when its lifetime runs out (unless refreshed meanwhile).
@@ -932,6 +952,11 @@ impl Server {
             .remove_if(&alloc.tuple, |_, a| Arc::ptr_eq(a, alloc))
             .is_some();
         alloc.cancel.cancel();
+        for r in &alloc.relays {
+            self.by_relayed.remove_if(&r.announced, |_, w| {
+                std::ptr::eq(w.as_ptr(), Arc::as_ptr(alloc))
+            });
+        }
         if !removed {
             return;
         }
@@ -1000,6 +1025,40 @@ impl Server {
     pub(crate) fn sweep_reservations(&self) {
         let now = Instant::now();
         self.reservations.retain(|_, (_, until)| *until > now);
+    }
+}
+
+thread_local! {
+    /// Output buffer of the in-process fast path (one per runtime thread, reused: no allocation per packet).
+    static LOCAL_OUT: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(MAX_DATAGRAM + 64));
+}
+
+/// Frames `data` from `peer` for `alloc`'s client into `out`: ChannelData if a channel is bound to the peer,
+/// else a Data indication. False (drop, counted) without a permission for the peer.
+fn frame_for_client(
+    alloc: &Allocation,
+    peer: SocketAddr,
+    data: &[u8],
+    stream: bool,
+    out: &mut Vec<u8>,
+) -> bool {
+    let now = Instant::now();
+    let Some(channel) = alloc.with_peers(|st| {
+        st.permitted(peer.ip(), now)
+            .then(|| st.channel_of(peer, now))
+    }) else {
+        m::dropped("no_permission");
+        return false;
+    };
+    match channel {
+        Some(ch) => ChannelData::encode(ch, data, stream, out).is_ok(),
+        None => {
+            let tid: TransactionId = rand::random();
+            let mut e = Encoder::new(out, Method::DATA, Class::Indication, tid);
+            e.xor_address(attr::XOR_PEER_ADDRESS, peer)
+                .attr(attr::DATA, data);
+            e.finish().is_ok()
+        }
     }
 }
 
