@@ -295,8 +295,7 @@ impl Config {
         let raw = builder
             .build()
             .map_err(|e| ConfigError::general(clean_config_crate_error(&e)))?;
-        let mut config: Config = serde_path_to_error::deserialize(raw).map_err(path_error)?;
-        config.turn.normalize();
+        let config: Config = serde_path_to_error::deserialize(raw).map_err(path_error)?;
         config.validate()?;
         Ok(config)
     }

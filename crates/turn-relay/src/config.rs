@@ -39,16 +39,20 @@ pub struct Config {
     /// Highest relay port (coturn `max-port`).
     pub max_port: u16,
     /// Static users, `name:password` or `name:0x<hex key>` (coturn `user=`).
+    #[serde(deserialize_with = "string_list")]
     pub static_users: Vec<String>,
     /// TURN REST API shared secrets (coturn `static-auth-secret`); several for rotation.
+    #[serde(deserialize_with = "string_list")]
     pub static_auth_secrets: Vec<String>,
     /// Users from the `turn_users` table of the main store (managed with `rtcplane turn user …`).
     pub database_users: bool,
     /// Allow relaying to 127.0.0.0/8 and ::1 (coturn `allow-loopback-peers`).
     pub allow_loopback_peers: bool,
     /// Peer addresses always allowed, CIDR, single address or `a-b` range (coturn `allowed-peer-ip`).
+    #[serde(deserialize_with = "string_list")]
     pub allowed_peer_ip: Vec<String>,
     /// Peer addresses denied in addition to the built-in ranges (coturn `denied-peer-ip`).
+    #[serde(deserialize_with = "string_list")]
     pub denied_peer_ip: Vec<String>,
     /// Allocation lifetime when the client asks for less or none (RFC 8656: 600 s).
     #[serde(with = "humantime_serde")]
@@ -90,6 +94,13 @@ impl Default for Config {
             software: format!("rtcplane {}", env!("CARGO_PKG_VERSION")),
         }
     }
+}
+
+/// A list of strings; blank entries (an empty environment variable reads as one) are dropped.
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let mut raw = Vec::<String>::deserialize(d)?;
+    raw.retain(|s| !s.trim().is_empty());
+    Ok(raw)
 }
 
 /// A list of socket addresses; empty entries (an empty environment variable) are skipped.
@@ -135,18 +146,6 @@ fn parse_ip(key: &'static str, s: &str) -> Result<Option<IpAddr>, ConfigError> {
 }
 
 impl Config {
-    /// Drops empty list entries (an empty environment variable reads as one empty entry).
-    pub fn normalize(&mut self) {
-        for list in [
-            &mut self.static_users,
-            &mut self.static_auth_secrets,
-            &mut self.allowed_peer_ip,
-            &mut self.denied_peer_ip,
-        ] {
-            list.retain(|s| !s.trim().is_empty());
-        }
-    }
-
     /// Checks what types alone cannot (only meaningful when enabled).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.enabled {
