@@ -264,13 +264,17 @@ impl Server {
             Ok(msg) if msg.class == Class::Request => {
                 if client.sink.is_stream() {
                     // A stream is served in order; its reads wait for this request anyway.
-                    self.request(pkt, &client).await;
+                    self.request(&msg, &client).await;
                 } else {
-                    // UDP: answer in a task of its own, so the listener keeps reading.
+                    // UDP: answer in a task of its own, so the listener keeps reading. The task owns a copy
+                    // of the bytes, so it decodes its own view of them.
                     let owned = pkt.to_vec();
                     let server = self.clone();
-                    self.tasks
-                        .spawn(async move { server.request(&owned, &client).await });
+                    self.tasks.spawn(async move {
+                        if let Ok(msg) = Message::decode(&owned) {
+                            server.request(&msg, &client).await;
+                        }
+                    });
                 }
             }
             Ok(_) => m::dropped("unexpected_class"),
@@ -290,13 +294,10 @@ impl Server {
         }
     }
 
-    async fn request(self: &Arc<Self>, pkt: &[u8], client: &Client) {
-        let Ok(msg) = Message::decode(pkt) else {
-            return;
-        };
+    async fn request(self: &Arc<Self>, msg: &Message<'_>, client: &Client) {
         let started = Instant::now();
         let method = msg.method;
-        let resp = self.handle_request(&msg, client).await;
+        let resp = self.handle_request(msg, client).await;
         let ok = resp.as_deref().is_some_and(|r| {
             r.len() >= 2
                 && crate::stun::split_message_type(u16::from_be_bytes([r[0], r[1]])).1
