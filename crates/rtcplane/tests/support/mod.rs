@@ -179,28 +179,39 @@ impl Server {
         }
     }
 
-    /// Polls `/readyz` until its status code is `want`; returns the last body.
-    pub async fn wait_ready_status(
+    /// Polls `/readyz` until `done(status, body)` holds; returns that body, or fails after `within` naming
+    /// what was awaited (`what`) and the last answer.
+    async fn poll_readyz(
         &self,
-        want: u16,
         within: Duration,
+        what: &str,
+        done: impl Fn(u16, &serde_json::Value) -> bool,
     ) -> anyhow::Result<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let r = reqwest::get(self.admin_url("/readyz")).await?;
             let status = r.status().as_u16();
             let body: serde_json::Value = r.json().await?;
-            if status == want {
+            if done(status, &body) {
                 return Ok(body);
             }
             if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "/readyz stayed {status} (wanted {want}): {body}\n{}",
-                    self.log()
-                );
+                bail!("/readyz never {what}: last {status} {body}\n{}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Polls `/readyz` until its status code is `want`; returns that body.
+    pub async fn wait_ready_status(
+        &self,
+        want: u16,
+        within: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        self.poll_readyz(within, &format!("answered {want}"), |status, _| {
+            status == want
+        })
+        .await
     }
 
     /// Polls `/readyz` until it answers 503 with at least `names` down; returns that body.
@@ -209,25 +220,20 @@ impl Server {
         names: &[&str],
         within: Duration,
     ) -> anyhow::Result<serde_json::Value> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let r = reqwest::get(self.admin_url("/readyz")).await?;
-            let status = r.status().as_u16();
-            let body: serde_json::Value = r.json().await?;
-            let down: Vec<&str> = body["down"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str())
-                .collect();
-            if status == 503 && names.iter().all(|n| down.contains(n)) {
-                return Ok(body);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("/readyz never reported {names:?} down: {status} {body}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.poll_readyz(
+            within,
+            &format!("reported {names:?} down"),
+            |status, body| {
+                let down: Vec<&str> = body["down"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str())
+                    .collect();
+                status == 503 && names.iter().all(|n| down.contains(n))
+            },
+        )
+        .await
     }
 
     /// Sends SIGTERM and waits for the exit (at most `within`).
