@@ -1,7 +1,7 @@
 //! The [`Bus`] handle: publish, subscribe, health.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
@@ -51,6 +51,14 @@ pub(crate) struct Inner {
     pub(crate) node: String,
     pub(crate) local: broadcast::Sender<Arc<Event>>,
     redis: Option<RedisLink>,
+    /// Queues of the durable sinks (event log, Redis sink): every event this node publishes, in order.
+    taps: RwLock<Vec<Tap>>,
+}
+
+#[derive(Debug)]
+struct Tap {
+    name: &'static str,
+    tx: mpsc::Sender<Arc<Event>>,
 }
 
 #[derive(Debug)]
@@ -109,6 +117,7 @@ impl Bus {
                 node: config.node,
                 local,
                 redis,
+                taps: RwLock::new(Vec::new()),
             }),
         })
     }
@@ -146,11 +155,32 @@ impl Bus {
         metrics::counter!(m::PUBLISHED).increment(1);
         // No local subscriber is not an error: the event still goes to Redis.
         let _ = self.inner.local.send(event.clone());
+        if let Ok(taps) = self.inner.taps.read() {
+            for tap in taps.iter() {
+                if tap.tx.try_send(event.clone()).is_err() {
+                    metrics::counter!(m::DROPPED, "reason" => "sink_queue_full", "sink" => tap.name)
+                        .increment(1);
+                }
+            }
+        }
         if let Some(link) = &self.inner.redis
             && link.outbound.try_send(event).is_err()
         {
             metrics::counter!(m::DROPPED, "reason" => "redis_queue_full").increment(1);
         }
+    }
+
+    /// A queue of every event published through this handle (this node's own events, not those received
+    /// from other nodes), in publish order, for a durable sink. Unlike a [`Subscription`] it has its own
+    /// buffer of `capacity`: when the sink falls that far behind, new events are dropped for it and counted
+    /// in `rtcplane_bus_events_dropped_total{reason="sink_queue_full"}`; publishing still never blocks.
+    pub fn tap(&self, name: &'static str, capacity: usize) -> mpsc::Receiver<Arc<Event>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        match self.inner.taps.write() {
+            Ok(mut taps) => taps.push(Tap { name, tx }),
+            Err(poisoned) => poisoned.into_inner().push(Tap { name, tx }),
+        }
+        rx
     }
 
     /// Subscribes to events whose type passes `filter`, from now on.
@@ -227,6 +257,21 @@ impl Subscription {
                     self.lost += n;
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next matching event already buffered, without waiting; `None` when nothing is buffered.
+    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(event) if self.filter.matches(&event.ty) => return Some(event),
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    metrics::counter!(m::DROPPED, "reason" => "lagged").increment(n);
+                    self.lost += n;
+                }
+                Err(_) => return None,
             }
         }
     }

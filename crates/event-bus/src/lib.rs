@@ -6,14 +6,17 @@
 //! adds cross-process delivery over Redis pub/sub on one long-lived RESP3 connection that reconnects with
 //! backoff and resubscribes by itself; local subscribers still receive local events even while Redis is down.
 //!
-//! This crate is not a durable queue: delivery is at most once. Durable fan-out (the webhook outbox) is built
-//! on top of it elsewhere. It knows nothing of subsystems beyond the strings they publish.
+//! The bus itself is not a durable queue: delivery to subscribers is at most once. Durable fan-out is in
+//! [`sinks`]: the stored event log (SSE resume), the webhook outbox (at least once, signed per Standard
+//! Webhooks) and the Redis sink, fed by [`Bus::tap`] queues. The crate knows nothing of subsystems beyond the
+//! strings they publish.
 
 mod bus;
 mod event;
 mod filter;
 mod metrics;
 mod redis_backend;
+pub mod sinks;
 
 pub use bus::{Backend, Bus, BusConfig, Health, Publisher, Subscription};
 pub use event::{Event, EventError, SPEC_VERSION};

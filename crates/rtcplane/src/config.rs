@@ -33,7 +33,8 @@ pub(crate) struct Config {
     pub(crate) sip_agent: PlannedSubsystem,
     pub(crate) hooks: PlannedSubsystem,
     pub(crate) rooms: PlannedSubsystem,
-    pub(crate) webhooks: PlannedSubsystem,
+    pub(crate) events: rtcplane_event_bus::sinks::EventsConfig,
+    pub(crate) webhooks: rtcplane_event_bus::sinks::WebhooksConfig,
 }
 
 impl Default for Config {
@@ -51,7 +52,8 @@ impl Default for Config {
             sip_agent: PlannedSubsystem::default(),
             hooks: PlannedSubsystem::default(),
             rooms: PlannedSubsystem::default(),
-            webhooks: PlannedSubsystem::default(),
+            events: rtcplane_event_bus::sinks::EventsConfig::default(),
+            webhooks: rtcplane_event_bus::sinks::WebhooksConfig::default(),
         }
     }
 }
@@ -396,11 +398,16 @@ impl Config {
         if let Err(e) = self.turn.validate() {
             return Err(ConfigError::at(format!("turn.{}", e.key), e.message));
         }
+        if let Err(e) = self.events.validate(!self.redis.url.is_empty()) {
+            return Err(ConfigError::at(format!("events.{}", e.key), e.message));
+        }
+        if let Err(e) = self.webhooks.validate() {
+            return Err(ConfigError::at(format!("webhooks.{}", e.key), e.message));
+        }
         for (name, section, what) in [
             ("sip_agent", &self.sip_agent, "the SIP registrar agent"),
             ("hooks", &self.hooks, "the hook gateway"),
             ("rooms", &self.rooms, "the rooms service"),
-            ("webhooks", &self.webhooks, "outbound webhooks"),
         ] {
             if section.enabled {
                 return Err(ConfigError::at(

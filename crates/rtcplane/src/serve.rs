@@ -93,6 +93,23 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown.child_token(),
     )?;
 
+    // The sinks stop after the subsystems, so the events published while those drain are still stored.
+    let sinks_shutdown = CancellationToken::new();
+    let sinks_tasks = TaskTracker::new();
+    let sinks = rtcplane_event_bus::sinks::start(
+        &config.events,
+        &config.webhooks,
+        rtcplane_event_bus::sinks::SinksContext {
+            bus: &bus,
+            storage: &storage,
+            redis: redis.as_ref(),
+            shutdown: sinks_shutdown.clone(),
+            tasks: sinks_tasks.clone(),
+        },
+    )
+    .await
+    .context("cannot start the event sinks")?;
+
     let ctx = Context {
         bus: bus.clone(),
         storage: storage.clone(),
@@ -123,6 +140,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             readiness: readiness.clone(),
             metrics,
             shutdown: shutdown.clone(),
+            sinks: sinks.clone(),
         },
         &started,
     );
@@ -178,6 +196,9 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = admin_server.await;
         let _ = public_server.await;
         tasks.wait().await;
+        sinks_shutdown.cancel();
+        sinks_tasks.close();
+        sinks_tasks.wait().await;
     })
     .await;
     if let Ok(Err(e)) | Err(e) =

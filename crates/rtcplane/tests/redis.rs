@@ -73,7 +73,7 @@ async fn redis_lost_while_serving_turns_readyz_503_and_recovers() -> anyhow::Res
     assert_eq!(down["checks"]["storage"]["ok"], true, "{down}");
     assert!(server.alive());
     assert_eq!(
-        reqwest::get(server.admin_url("/healthz")).await?.status(),
+        support::get(server.admin_url("/healthz")).await?.status(),
         200
     );
 

@@ -19,7 +19,7 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
     assert!(db.exists());
     assert!(server.dir.path().join("data/rtcplane.db-wal").exists());
 
-    let health = reqwest::get(server.admin_url("/healthz")).await?;
+    let health = support::get(server.admin_url("/healthz")).await?;
     assert_eq!(health.status(), 200);
     assert!(health.headers().contains_key("x-request-id"));
     let body: serde_json::Value = health.json().await?;
@@ -36,7 +36,7 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
         "no Redis configured: {ready}"
     );
 
-    let metrics = reqwest::get(server.admin_url("/metrics"))
+    let metrics = support::get(server.admin_url("/metrics"))
         .await?
         .text()
         .await?;
@@ -62,7 +62,7 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
     }
 
     // Our own request id is echoed back.
-    let client = reqwest::Client::new();
+    let client = support::client();
     let r = client
         .get(server.admin_url("/healthz"))
         .header("x-request-id", "abc-123")
@@ -72,7 +72,7 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
 
     // Unknown routes answer the JSON error shape on both listeners.
     for url in [server.admin_url("/nope"), server.public_url("/nope")] {
-        let r = reqwest::get(&url).await?;
+        let r = support::get(&url).await?;
         assert_eq!(r.status(), 404);
         let body: serde_json::Value = r.json().await?;
         assert_eq!(body["error"]["code"], "not_found");
@@ -86,12 +86,12 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
         .await?;
     assert_eq!(r.status(), 405);
     assert_eq!(
-        reqwest::get(server.admin_url("/secret-path-xyz"))
+        support::get(server.admin_url("/secret-path-xyz"))
             .await?
             .status(),
         404
     );
-    let metrics = reqwest::get(server.admin_url("/metrics"))
+    let metrics = support::get(server.admin_url("/metrics"))
         .await?
         .text()
         .await?;
@@ -105,7 +105,7 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
     );
 
     // This node is in the registry.
-    let nodes: serde_json::Value = reqwest::get(server.admin_url("/api/v1/nodes"))
+    let nodes: serde_json::Value = support::get(server.admin_url("/api/v1/nodes"))
         .await?
         .json()
         .await?;
@@ -113,7 +113,7 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
     assert_eq!(nodes["nodes"][0]["admin_listen"], server.admin.to_string());
 
     // The OpenAPI document describes the admin routes.
-    let doc: serde_json::Value = reqwest::get(server.admin_url("/api/v1/openapi.json"))
+    let doc: serde_json::Value = support::get(server.admin_url("/api/v1/openapi.json"))
         .await?
         .json()
         .await?;
@@ -130,7 +130,7 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
         "/api/v1/openapi.json",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} not documented");
-        let r = reqwest::get(server.admin_url(path)).await?;
+        let r = support::get(server.admin_url(path)).await?;
         assert_ne!(r.status(), 404, "{path} documented but not served");
     }
     Ok(())
@@ -145,7 +145,7 @@ async fn env_moves_the_admin_listener() -> anyhow::Result<()> {
         .start()
         .await?;
     assert_eq!(server.admin.port(), port);
-    let r = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await?;
+    let r = support::get(format!("http://127.0.0.1:{port}/healthz")).await?;
     assert_eq!(r.status(), 200);
     Ok(())
 }
@@ -171,11 +171,11 @@ async fn disabled_subsystems_open_no_port() -> anyhow::Result<()> {
 #[tokio::test]
 async fn sse_streams_bus_events_with_filters() -> anyhow::Result<()> {
     let server = Server::builder().start().await?;
-    let bad = reqwest::get(server.admin_url("/api/v1/events?types=turn.[")).await?;
+    let bad = support::get(server.admin_url("/api/v1/events?types=turn.[")).await?;
     assert_eq!(bad.status(), 400);
     let body: serde_json::Value = bad.json().await?;
     assert_eq!(body["error"]["code"], "bad_request");
-    let unknown = reqwest::get(server.admin_url("/api/v1/events?typo=x")).await?;
+    let unknown = support::get(server.admin_url("/api/v1/events?typo=x")).await?;
     assert_eq!(unknown.status(), 400);
 
     // The node's own stop event reaches an unfiltered stream, and not one filtered to `turn.*`.
@@ -244,7 +244,7 @@ async fn oversized_bodies_get_a_json_413() -> anyhow::Result<()> {
         .env("RTCPLANE__HTTP__MAX_BODY_BYTES", "1024")
         .start()
         .await?;
-    let r = reqwest::Client::new()
+    let r = support::client()
         .post(server.admin_url("/api/v1/nodes"))
         .header("content-length", "4096")
         .body(vec![b'x'; 4096])

@@ -21,7 +21,7 @@ async fn serves_on_postgres_and_mariadb_and_deregisters_on_stop() -> anyhow::Res
             .wait_ready_status(200, Duration::from_secs(10))
             .await?;
         assert_eq!(ready["checks"]["storage"]["ok"], true);
-        let metrics = reqwest::get(server.admin_url("/metrics"))
+        let metrics = support::get(server.admin_url("/metrics"))
             .await?
             .text()
             .await?;
@@ -137,7 +137,7 @@ async fn database_lost_while_serving_turns_readyz_503_and_recovers() -> anyhow::
     assert_eq!(down["status"], "unavailable");
     // Liveness is unaffected and the process keeps running.
     assert_eq!(
-        reqwest::get(server.admin_url("/healthz")).await?.status(),
+        support::get(server.admin_url("/healthz")).await?.status(),
         200
     );
     assert!(server.alive());

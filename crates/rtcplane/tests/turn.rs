@@ -189,7 +189,7 @@ async fn coturn_client_relays_over_udp_and_tcp_with_a_static_user() -> anyhow::R
         "{created}"
     );
 
-    let metrics = reqwest::get(server.admin_url("/metrics"))
+    let metrics = support::get(server.admin_url("/metrics"))
         .await?
         .text()
         .await?;
@@ -207,7 +207,7 @@ async fn coturn_client_relays_over_udp_and_tcp_with_a_static_user() -> anyhow::R
     ] {
         assert!(metrics.contains(series), "missing {series}");
     }
-    let ready: serde_json::Value = reqwest::get(server.admin_url("/readyz"))
+    let ready: serde_json::Value = support::get(server.admin_url("/readyz"))
         .await?
         .json()
         .await?;

@@ -131,6 +131,29 @@ impl Storage {
         sqlx::AssertSqlSafe(placeholders(self.backend(), query))
     }
 
+    /// A multi-row statement: `head` followed by `rows` copies of `row` separated by commas (`INSERT INTO t
+    /// (a, b) VALUES ` + `(?, ?)` × n), placeholders rewritten as in [`Storage::sql`]. The text is still made
+    /// only of fragments written in the source. Keep `rows` × placeholders per row under 30000.
+    pub fn sql_rows(
+        &self,
+        head: &'static str,
+        row: &'static str,
+        rows: usize,
+    ) -> sqlx::AssertSqlSafe<Cow<'static, str>> {
+        let mut text = String::with_capacity(head.len() + (row.len() + 2) * rows);
+        text.push_str(head);
+        for i in 0..rows {
+            if i > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(row);
+        }
+        if self.backend() == Backend::Postgres {
+            text = placeholders(Backend::Postgres, &text).into_owned();
+        }
+        sqlx::AssertSqlSafe(Cow::Owned(text))
+    }
+
     /// One round trip to the database, bounded by `timeout`.
     pub async fn ping(&self, timeout: Duration) -> Result<(), Error> {
         let q =
@@ -168,7 +191,7 @@ impl Storage {
     }
 }
 
-fn placeholders(backend: Backend, query: &'static str) -> Cow<'static, str> {
+fn placeholders(backend: Backend, query: &str) -> Cow<'_, str> {
     if backend != Backend::Postgres || !query.contains('?') {
         return Cow::Borrowed(query);
     }

@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rtcplane_event_bus::Bus;
+use rtcplane_event_bus::sinks::Sinks;
 use rtcplane_storage::{NodeRecord, Storage};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,7 @@ pub(crate) struct AdminState {
     pub(crate) readiness: Readiness,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) sinks: Sinks,
 }
 
 /// The admin application.
@@ -38,9 +40,13 @@ pub(crate) fn router(state: AdminState, started: &[Started]) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/events", get(super::sse::events))
+        .route(
+            "/api/v1/events",
+            get(super::sse::events).post(super::sse::publish),
+        )
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/openapi.json", get(super::openapi::document))
+        .merge(super::webhooks::router())
         .with_state(state);
     for s in started {
         if let Some(r) = &s.admin {

@@ -8,6 +8,7 @@ mod error;
 mod openapi;
 pub(crate) mod public;
 mod sse;
+mod webhooks;
 
 use std::time::Duration;
 

@@ -5,17 +5,27 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "rtcplane admin API", description = "Health, readiness, metrics, events and cluster state of an rtcplane node."),
+    info(title = "rtcplane admin API", description = "Health, readiness, metrics, events, webhooks and cluster state of an rtcplane node."),
     paths(
         super::admin::healthz,
         super::admin::readyz,
         super::admin::metrics,
         super::admin::nodes,
         super::sse::events,
+        super::sse::publish,
+        super::webhooks::list,
+        super::webhooks::create,
+        super::webhooks::show,
+        super::webhooks::update,
+        super::webhooks::remove,
+        super::webhooks::deliveries,
+        super::webhooks::delivery,
+        super::webhooks::replay_one,
+        super::webhooks::replay_range,
         document,
     ),
     components(schemas(super::error::ErrorBody, super::error::ErrorDetail, crate::readiness::Report, crate::readiness::CheckResult)),
-    tags((name = "health"), (name = "observability"), (name = "events"), (name = "cluster"), (name = "meta"))
+    tags((name = "health"), (name = "observability"), (name = "events"), (name = "cluster"), (name = "webhooks"), (name = "meta"))
 )]
 pub(crate) struct AdminApi;
 

@@ -25,6 +25,21 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// An HTTP client for tests. reqwest is built with rustls and no bundled crypto provider (the binary installs
+/// ring, the workspace's one), so the test process installs it too before the first client.
+pub fn client() -> reqwest::Client {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::new()
+}
+
+/// `GET url` with [`client`].
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    client().get(url).send().await
+}
+
 #[allow(unused_imports)] // used by some of the test crates that include this module
 pub use rtcplane_storage::testing::{PrivateRedis, redis_url};
 
@@ -167,7 +182,7 @@ impl Server {
                     self.log()
                 );
             }
-            if let Ok(r) = reqwest::get(&url).await
+            if let Ok(r) = get(&url).await
                 && r.status().is_success()
             {
                 return Ok(());
@@ -189,7 +204,7 @@ impl Server {
     ) -> anyhow::Result<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let r = reqwest::get(self.admin_url("/readyz")).await?;
+            let r = get(self.admin_url("/readyz")).await?;
             let status = r.status().as_u16();
             let body: serde_json::Value = r.json().await?;
             if done(status, &body) {
@@ -288,7 +303,12 @@ pub struct SseReader {
 
 impl SseReader {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let resp = reqwest::get(url).await?;
+        Self::from_response(get(url).await?)
+    }
+
+    /// Reads an already opened response (for requests with headers such as `Last-Event-ID`).
+    pub fn from_response(resp: reqwest::Response) -> anyhow::Result<Self> {
+        let url = resp.url().to_string();
         if !resp.status().is_success() {
             bail!("SSE {url}: {}", resp.status());
         }
