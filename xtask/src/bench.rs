@@ -359,7 +359,7 @@ fn wait_udp_stun(port: u16) -> anyhow::Result<()> {
     bail!("no TURN server answered on 127.0.0.1:{port}")
 }
 
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces, so split after its closing parenthesis).
     let after = stat
@@ -375,7 +375,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / 100.0)
 }
 
-fn peak_rss_mb(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn peak_rss_mb(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()

@@ -13,6 +13,7 @@
 )]
 
 mod bench;
+mod bench_events;
 mod services;
 #[cfg(test)]
 mod tidy;
@@ -37,7 +38,13 @@ fn main() -> anyhow::Result<()> {
                     .map_or(Ok(3), |s| s.parse())
                     .context("rounds must be a number")?,
             ),
-            _ => bail!("usage: cargo xtask bench turn [rounds]"),
+            Some("events") => bench_events::events(
+                &root,
+                args.get(2)
+                    .map_or(Ok(3), |s| s.parse())
+                    .context("rounds must be a number")?,
+            ),
+            _ => bail!("usage: cargo xtask bench turn|events [rounds]"),
         },
         Some("fuzz") => fuzz(
             &root,
@@ -46,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         ),
         _ => {
             bail!(
-                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  fuzz T [S] run fuzz target T (turn) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)"
+                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  fuzz T [S] run fuzz target T (turn) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)\n  bench events [R]  events end to end into a local webhook receiver, SQLite and PostgreSQL"
             )
         }
     }

@@ -222,3 +222,56 @@ fn help_lists_the_commands() {
         assert!(out.contains(cmd), "{out}");
     }
 }
+
+#[test]
+fn webhook_endpoints_in_config_are_checked_and_their_secrets_hidden() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("hooks.toml");
+    let endpoint = |secret: &str, extra: &str| {
+        format!(
+            "[[webhooks.endpoints]]\nurl = \"https://hooks.example.com/rtc\"\nsecret = \"{secret}\"\nevents = [\"turn.*\"]\n{extra}"
+        )
+    };
+    let check = |toml: &str| {
+        std::fs::write(&file, toml).expect("write");
+        run(
+            dir.path(),
+            &["check-config", "--config", file.to_str().expect("utf8")],
+            &[],
+        )
+    };
+    let o = check(&endpoint("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", ""));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stdout(&o).contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("hooks.example.com"), "{}", stdout(&o));
+
+    for (toml, key) in [
+        (endpoint("hunter2", ""), "webhooks.endpoints[0].secret"),
+        (
+            endpoint("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "events2 = []\n"),
+            "events2",
+        ),
+        (
+            "[[webhooks.endpoints]]\nurl = \"gopher://x\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+                .to_owned(),
+            "webhooks.endpoints[0].url",
+        ),
+        (
+            "[events]\nredis_publish = true\n".to_owned(),
+            "events.redis_publish",
+        ),
+        (
+            "[webhooks]\nretry_initial = \"1h\"\nretry_max_interval = \"1m\"\n".to_owned(),
+            "webhooks.retry_max_interval",
+        ),
+    ] {
+        let o = check(&toml);
+        assert_eq!(o.status.code(), Some(2), "{toml}");
+        assert!(stderr(&o).contains(key), "{key}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{}", stderr(&o));
+    }
+}
