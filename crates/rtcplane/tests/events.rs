@@ -665,8 +665,23 @@ async fn endpoints_api_creates_changes_and_protects_config_endpoints() -> anyhow
 // ---------- SSE resume ----------
 
 #[tokio::test]
-async fn sse_resume_with_last_event_id_loses_nothing() -> anyhow::Result<()> {
-    let server = Server::builder().start().await?;
+async fn sse_resume_with_last_event_id_loses_nothing_sqlite() -> anyhow::Result<()> {
+    sse_resume_with_last_event_id_loses_nothing(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn sse_resume_with_last_event_id_loses_nothing_postgres() -> anyhow::Result<()> {
+    sse_resume_with_last_event_id_loses_nothing(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn sse_resume_with_last_event_id_loses_nothing_mariadb() -> anyhow::Result<()> {
+    sse_resume_with_last_event_id_loses_nothing(Backend::MySql).await
+}
+
+async fn sse_resume_with_last_event_id_loses_nothing(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::new(backend).await;
+    let server = Server::builder().storage(&db.url).start().await?;
     let url = server.admin_url("/api/v1/events?types=custom.*");
     let mut first = SseReader::connect(&url).await?;
     let mut sent = Vec::new();
@@ -777,5 +792,137 @@ async fn redis_sink_publishes_and_appends_the_stream() -> anyhow::Result<()> {
             .iter()
             .any(|(_, f)| field(f, "type").as_deref() == Some("cluster.node.started"))
     );
+    Ok(())
+}
+
+// ---------- per-endpoint concurrency limit ----------
+
+#[tokio::test]
+async fn at_most_max_in_flight_attempts_per_endpoint() -> anyhow::Result<()> {
+    // A slow receiver that records how many requests it serves at once.
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = {
+        let (in_flight, peak, served) = (in_flight.clone(), peak.clone(), served.clone());
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let (in_flight, peak, served) = (in_flight.clone(), peak.clone(), served.clone());
+                async move {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    let now = in_flight.fetch_add(1, SeqCst) + 1;
+                    peak.fetch_max(now, SeqCst);
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    in_flight.fetch_sub(1, SeqCst);
+                    served.fetch_add(1, SeqCst);
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let server = Server::builder()
+        .config(&config(&url, "max_in_flight = 3"))
+        .start()
+        .await?;
+    for i in 0..12 {
+        // Distinct subjects: no ordering constraint holds them back.
+        publish(&server, "custom.test.slow", &format!("subject-{i}")).await?;
+    }
+    eventually("all served", Duration::from_secs(20), async || {
+        (served.load(std::sync::atomic::Ordering::SeqCst) == 12).then_some(())
+    })
+    .await?;
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(peak, 3, "attempts in flight at once");
+    task.abort();
+    Ok(())
+}
+
+// ---------- backlog metrics ----------
+
+#[tokio::test]
+async fn backlog_metrics_show_depth_and_age() -> anyhow::Result<()> {
+    let port = free_port();
+    let server = Server::builder()
+        .config(&config(&format!("http://127.0.0.1:{port}/hook"), ""))
+        .start()
+        .await?;
+    publish(&server, "custom.test.backlog", "a").await?;
+    publish(&server, "custom.test.backlog", "b").await?;
+    let text = eventually("backlog gauges", Duration::from_secs(10), async || {
+        let text = support::get(server.admin_url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (metric(&text, "rtcplane_webhook_queue_depth") == 2.0
+            && metric(&text, "rtcplane_webhook_oldest_pending_age_seconds") > 0.0)
+            .then_some(text)
+    })
+    .await?;
+    assert!(
+        metric(&text, "rtcplane_events_stored_total") >= 2.0,
+        "{text}"
+    );
+    // The receiver appears: the backlog drains to zero.
+    let _receiver = Receiver::start_on(port).await?;
+    eventually("backlog drained", Duration::from_secs(10), async || {
+        let text = support::get(server.admin_url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (metric(&text, "rtcplane_webhook_queue_depth") == 0.0).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+// ---------- two nodes sharing one database ----------
+
+#[tokio::test]
+async fn two_nodes_on_one_database_deliver_each_event_once() -> anyhow::Result<()> {
+    let db = TestDb::new(Backend::Postgres).await;
+    let receiver = Receiver::start().await?;
+    // The first attempts fail so both nodes' dispatchers compete for the same retries.
+    receiver.with(|r| r.script = vec![500; 10]);
+    let node = |name: &str| {
+        Server::builder()
+            .storage(&db.url)
+            .env("RTCPLANE__NODE_ID", name)
+            .config(&config(&receiver.url(), ""))
+    };
+    let a = node("node-a").start().await?;
+    let b = node("node-b").start().await?;
+    let mut ids = Vec::new();
+    for i in 0..15 {
+        ids.push(publish(&a, "custom.test.cluster", &format!("a{i}")).await?);
+        ids.push(publish(&b, "custom.test.cluster", &format!("b{i}")).await?);
+    }
+    eventually("all delivered", Duration::from_secs(30), async || {
+        (receiver.accepted().len() >= ids.len()).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut got: Vec<String> = receiver
+        .accepted()
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect();
+    got.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got, want, "each event exactly once across both nodes");
+    // Both nodes' events sit in the one log: node b's API lists node a's deliveries too.
+    let list = deliveries(&b).await?;
+    assert_eq!(list.len(), ids.len());
     Ok(())
 }

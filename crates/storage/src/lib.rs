@@ -154,6 +154,26 @@ impl Storage {
         sqlx::AssertSqlSafe(Cow::Owned(text))
     }
 
+    /// A statement with a list of `n` placeholders: `head` + `?, ?, …` + `tail` (`… WHERE id IN (` … `)`),
+    /// rewritten as in [`Storage::sql`]. Keep `n` under 30000.
+    pub fn sql_list(
+        &self,
+        head: &'static str,
+        n: usize,
+        tail: &'static str,
+    ) -> sqlx::AssertSqlSafe<Cow<'static, str>> {
+        let mut text = String::with_capacity(head.len() + 3 * n + tail.len());
+        text.push_str(head);
+        for i in 0..n {
+            text.push_str(if i == 0 { "?" } else { ", ?" });
+        }
+        text.push_str(tail);
+        if self.backend() == Backend::Postgres {
+            text = placeholders(Backend::Postgres, &text).into_owned();
+        }
+        sqlx::AssertSqlSafe(Cow::Owned(text))
+    }
+
     /// One round trip to the database, bounded by `timeout`.
     pub async fn ping(&self, timeout: Duration) -> Result<(), Error> {
         let q =

@@ -404,8 +404,10 @@ impl Store {
     // ----- deliveries -----
 
     /// Deliveries of `endpoint_id` that can be attempted now, oldest first: pending and due, or leased by a
-    /// node whose lease ran out. A delivery waits while an older one of the same subject to the same endpoint
-    /// is unfinished, so one subject's events arrive in order.
+    /// node whose lease ran out. Of one subject only the oldest unfinished delivery is a candidate, so one
+    /// subject's events reach an endpoint in order. (The head of each subject comes from one uncorrelated
+    /// `GROUP BY`, which every planner runs in one pass whatever its statistics say; a correlated
+    /// `NOT EXISTS` went quadratic on PostgreSQL with fresh tables.)
     pub(crate) async fn due(
         &self,
         endpoint_id: &str,
@@ -417,12 +419,14 @@ impl Store {
              FROM rtcplane_webhook_deliveries d LEFT JOIN rtcplane_events e ON e.id = d.event_id \
              WHERE d.endpoint_id = ? \
              AND ((d.state = 'pending' AND d.next_attempt_at <= ?) OR (d.state = 'delivering' AND d.lease_until < ?)) \
-             AND NOT EXISTS (SELECT 1 FROM rtcplane_webhook_deliveries o WHERE o.endpoint_id = d.endpoint_id \
-                 AND o.subject = d.subject AND o.id < d.id AND (o.state = 'pending' OR o.state = 'delivering')) \
+             AND (d.subject IS NULL OR d.id IN (SELECT MIN(o.id) FROM rtcplane_webhook_deliveries o \
+                 WHERE o.endpoint_id = ? AND o.subject IS NOT NULL AND (o.state = 'pending' OR o.state = 'delivering') \
+                 GROUP BY o.subject)) \
              ORDER BY d.id LIMIT ?",
         );
         with_pool!(self.storage, p => {
-            let rows = sqlx::query(sql).bind(endpoint_id).bind(now).bind(now).bind(limit).fetch_all(p).await?;
+            let rows = sqlx::query(sql).bind(endpoint_id).bind(now).bind(now).bind(endpoint_id).bind(limit)
+                .fetch_all(p).await?;
             rows.iter().map(|r| Ok(Due {
                 id: r.try_get("id")?,
                 event_id: r.try_get("event_id")?,
@@ -433,45 +437,93 @@ impl Store {
         })
     }
 
-    /// Leases a due delivery to `node` until `lease_until`; false if another node took it first.
+    /// Leases due deliveries to `node` until `lease_until`, in one statement; returns the ids it got (another
+    /// node may have taken some first).
     pub(crate) async fn claim(
         &self,
-        id: i64,
+        ids: &[i64],
         node: &str,
         lease_until: i64,
         now: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let sql = self.storage.sql(
-            "UPDATE rtcplane_webhook_deliveries SET state = 'delivering', lease_owner = ?, lease_until = ? \
-             WHERE id = ? AND (state = 'pending' OR (state = 'delivering' AND lease_until < ?))",
-        );
-        with_pool!(self.storage, p => sqlx::query(sql).bind(node).bind(lease_until).bind(id).bind(now)
-            .execute(p).await.map(|r| r.rows_affected() == 1))
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = &self.storage;
+        const HEAD: &str = "UPDATE rtcplane_webhook_deliveries SET state = 'delivering', lease_owner = ?, lease_until = ? \
+             WHERE (state = 'pending' OR (state = 'delivering' AND lease_until < ?)) AND id IN (";
+        match s.backend() {
+            Backend::MySql => {
+                let update = s.sql_list(HEAD, ids.len(), ")");
+                let check = s.sql_list(
+                    "SELECT id FROM rtcplane_webhook_deliveries WHERE state = 'delivering' AND lease_owner = ? \
+                     AND lease_until = ? AND id IN (",
+                    ids.len(),
+                    ")",
+                );
+                with_pool!(s, p => async {
+                    let mut q = sqlx::query(update).bind(node).bind(lease_until).bind(now);
+                    for id in ids {
+                        q = q.bind(id);
+                    }
+                    q.execute(p).await?;
+                    let mut q = sqlx::query_scalar::<_, i64>(check).bind(node).bind(lease_until);
+                    for id in ids {
+                        q = q.bind(id);
+                    }
+                    q.fetch_all(p).await
+                }.await)
+            }
+            Backend::Sqlite | Backend::Postgres => {
+                let sql = s.sql_list(HEAD, ids.len(), ") RETURNING id");
+                with_pool!(s, p => {
+                    let mut q = sqlx::query_scalar::<_, i64>(sql).bind(node).bind(lease_until).bind(now);
+                    for id in ids {
+                        q = q.bind(id);
+                    }
+                    q.fetch_all(p).await
+                })
+            }
+        }
     }
 
-    /// Records an attempt and the delivery's new state, if `node` still holds the lease.
-    pub(crate) async fn finish(&self, id: i64, node: &str, o: &Outcome) -> Result<(), sqlx::Error> {
+    /// Records attempts and the deliveries' new states in one transaction (for leases `node` still holds).
+    pub(crate) async fn finish(
+        &self,
+        node: &str,
+        outcomes: &[(i64, Outcome)],
+    ) -> Result<(), sqlx::Error> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
         let s = &self.storage;
-        let update = s.sql(
-            "UPDATE rtcplane_webhook_deliveries SET state = ?, attempts = ?, next_attempt_at = ?, last_attempt_at = ?, \
-             last_status = ?, last_error = ?, last_latency_ms = ?, finished_at = ?, lease_owner = NULL, lease_until = NULL \
-             WHERE id = ? AND state = 'delivering' AND lease_owner = ?",
-        );
-        let attempt = s.sql(
-            "INSERT INTO rtcplane_webhook_attempts (delivery_id, attempt, started_at, status, latency_ms, error, node) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        );
         with_pool!(s, p => async {
             let mut tx = p.begin().await?;
-            sqlx::query(update)
-                .bind(o.state).bind(o.attempt).bind(o.next_attempt_at).bind(o.started_at)
-                .bind(o.status).bind(o.error.as_deref()).bind(o.latency_ms).bind(o.finished_at)
-                .bind(id).bind(node)
-                .execute(&mut *tx).await?;
-            sqlx::query(attempt)
-                .bind(id).bind(o.attempt).bind(o.started_at).bind(o.status).bind(o.latency_ms)
-                .bind(o.error.as_deref()).bind(node)
-                .execute(&mut *tx).await?;
+            for (id, o) in outcomes {
+                let update = s.sql(
+                    "UPDATE rtcplane_webhook_deliveries SET state = ?, attempts = ?, next_attempt_at = ?, last_attempt_at = ?, \
+                     last_status = ?, last_error = ?, last_latency_ms = ?, finished_at = ?, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = ? AND state = 'delivering' AND lease_owner = ?",
+                );
+                sqlx::query(update)
+                    .bind(o.state).bind(o.attempt).bind(o.next_attempt_at).bind(o.started_at)
+                    .bind(o.status).bind(o.error.as_deref()).bind(o.latency_ms).bind(o.finished_at)
+                    .bind(*id).bind(node)
+                    .execute(&mut *tx).await?;
+            }
+            for chunk in outcomes.chunks(ROWS_PER_INSERT) {
+                let insert = s.sql_rows(
+                    "INSERT INTO rtcplane_webhook_attempts (delivery_id, attempt, started_at, status, latency_ms, error, node) VALUES ",
+                    "(?, ?, ?, ?, ?, ?, ?)",
+                    chunk.len(),
+                );
+                let mut q = sqlx::query(insert);
+                for (id, o) in chunk {
+                    q = q.bind(*id).bind(o.attempt).bind(o.started_at).bind(o.status).bind(o.latency_ms)
+                        .bind(o.error.clone()).bind(node.to_owned());
+                }
+                q.execute(&mut *tx).await?;
+            }
             tx.commit().await
         }.await)
     }

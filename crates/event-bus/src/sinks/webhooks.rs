@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use utoipa::ToSchema;
@@ -546,6 +546,10 @@ pub(crate) async fn dispatcher(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot release this node's old webhook leases"),
     }
+    // Outcomes are written by one task, many per transaction: far fewer commits than one per attempt, which
+    // matters most on SQLite (one writer at a time).
+    let (outcomes, outcomes_rx) = mpsc::channel::<(i64, Outcome)>(4096);
+    tasks.spawn(writer(webhooks.clone(), outcomes_rx));
     let mut poll = tokio::time::interval(s.config.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut refresh = tokio::time::interval(s.config.refresh_interval);
@@ -565,7 +569,7 @@ pub(crate) async fn dispatcher(
         }
         // Keep going while pages come back full and slots are free.
         loop {
-            match round(&webhooks, &shutdown, &tasks).await {
+            match round(&webhooks, &shutdown, &tasks, &outcomes).await {
                 Ok(more) => {
                     if failing {
                         tracing::info!("webhook outbox readable again");
@@ -592,6 +596,7 @@ async fn round(
     webhooks: &Webhooks,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
+    outcomes: &mpsc::Sender<(i64, Outcome)>,
 ) -> Result<bool, sqlx::Error> {
     let s = &webhooks.shared;
     let mut more = false;
@@ -602,22 +607,29 @@ async fn round(
         }
         let now = now_ms();
         let due = s.store.due(&live.record.id, now, free as i64).await?;
+        if due.is_empty() {
+            continue;
+        }
         let full = due.len() == free;
-        for d in due {
+        let lease_until = now + ms(s.config.timeout) + 30_000;
+        let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
+        let claimed = s.store.claim(&ids, &s.node, lease_until, now).await?;
+        for d in due.into_iter().filter(|d| claimed.contains(&d.id)) {
             let Ok(permit) = live.slots.clone().try_acquire_owned() else {
-                break;
+                // Cannot happen (one dispatcher per node takes permits); give the lease back.
+                let _ = s.store.release(d.id, &s.node).await;
+                continue;
             };
-            let lease_until = now + ms(s.config.timeout) + 30_000;
-            if !s.store.claim(d.id, &s.node, lease_until, now).await? {
-                continue; // another node took it
-            }
             let webhooks = webhooks.clone();
             let live = live.clone();
             let shutdown = shutdown.clone();
+            let outcomes = outcomes.clone();
             tasks.spawn(async move {
-                attempt(&webhooks, &live, d, &shutdown).await;
+                let outcome = attempt(&webhooks, &live, &d, &shutdown).await;
                 drop(permit);
-                webhooks.wake();
+                if let Some(o) = outcome {
+                    let _ = outcomes.send((d.id, o)).await;
+                }
             });
         }
         more |= full;
@@ -625,8 +637,43 @@ async fn round(
     Ok(more)
 }
 
+/// Writes attempt outcomes, batching whatever is queued into one transaction, then wakes the dispatcher
+/// (the next delivery of a subject becomes due once the previous one is recorded). Ends when every sender is
+/// gone (the dispatcher and its attempts have stopped), after writing what they sent.
+async fn writer(webhooks: Webhooks, mut rx: mpsc::Receiver<(i64, Outcome)>) {
+    let s = &webhooks.shared;
+    let mut batch = Vec::with_capacity(256);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        // The outcome must not be lost to a passing database error: retry a little, else the leases expire
+        // and the deliveries are attempted again (at least once).
+        for delay in [50u64, 250, 1000, 0] {
+            match s.store.finish(&s.node, &batch).await {
+                Ok(()) => break,
+                Err(e) if delay == 0 => {
+                    tracing::warn!(deliveries = batch.len(), error = %e, "cannot record webhook attempts; those deliveries will be retried when their leases expire");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(delay)).await,
+            }
+        }
+        batch.clear();
+        webhooks.wake();
+    }
+}
+
 /// One attempt of one leased delivery, and its recorded outcome.
-async fn attempt(webhooks: &Webhooks, live: &Live, d: Due, shutdown: &CancellationToken) {
+async fn attempt(
+    webhooks: &Webhooks,
+    live: &Live,
+    d: &Due,
+    shutdown: &CancellationToken,
+) -> Option<Outcome> {
     let s = &webhooks.shared;
     let attempt = d.attempts + 1;
     let started_at = now_ms();
@@ -655,7 +702,7 @@ async fn attempt(webhooks: &Webhooks, live: &Live, d: Due, shutdown: &Cancellati
                     if let Err(e) = s.store.release(d.id, &s.node).await {
                         tracing::warn!(delivery = d.id, error = %e, "cannot give back a webhook lease at shutdown; it expires by itself");
                     }
-                    return;
+                    return None;
                 }
             };
             match response {
@@ -702,7 +749,7 @@ async fn attempt(webhooks: &Webhooks, live: &Live, d: Due, shutdown: &Cancellati
     } else if result == "retry" {
         tracing::debug!(endpoint = %live.record.id, delivery = d.id, attempt, error = error.as_deref().unwrap_or_default(), "webhook delivery failed; will retry");
     }
-    let outcome = Outcome {
+    Some(Outcome {
         state,
         attempt,
         started_at,
@@ -711,18 +758,7 @@ async fn attempt(webhooks: &Webhooks, live: &Live, d: Due, shutdown: &Cancellati
         error,
         next_attempt_at,
         finished_at,
-    };
-    // The outcome must not be lost to a passing database error: retry a little, else the lease expires and
-    // the delivery is attempted again (at least once).
-    for delay in [50u64, 250, 1000, 0] {
-        match s.store.finish(d.id, &s.node, &outcome).await {
-            Ok(()) => return,
-            Err(e) if delay == 0 => {
-                tracing::warn!(delivery = d.id, error = %e, "cannot record a webhook attempt; the delivery will be retried when its lease expires");
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(delay)).await,
-        }
-    }
+    })
 }
 
 /// Exponential backoff with equal jitter, at least `Retry-After`, at most `retry_max_interval`.
