@@ -31,6 +31,7 @@ struct Sample {
     p99_ms: f64,
     cpu_per_1k: f64,
     rss_mb: f64,
+    retries: f64,
 }
 
 /// The receiver: counts deliveries and keeps publish→delivery latencies.
@@ -289,8 +290,8 @@ pub(crate) fn events(root: &Path, rounds: u32) -> anyhow::Result<()> {
         for i in order {
             let s = run(&bin, backends[i], &receiver)?;
             eprintln!(
-                "    round {round} {:<12} {:>8.0} ev/s  p50 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>6.3} s/1k ev  rss {:>6.1} MB",
-                backends[i], s.eps, s.p50_ms, s.p99_ms, s.cpu_per_1k, s.rss_mb
+                "    round {round} {:<12} {:>8.0} ev/s  p50 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>6.3} s/1k ev  rss {:>6.1} MB  retries {}",
+                backends[i], s.eps, s.p50_ms, s.p99_ms, s.cpu_per_1k, s.rss_mb, s.retries
             );
             samples[i].push(s);
         }
@@ -373,6 +374,7 @@ fn measure(server: &mut Child, receiver: &Receiver) -> anyhow::Result<Sample> {
     let pid = server.id();
     wait_ready(server)?;
     // Warm up (connections, prepared statements), then measure from a clean count.
+    receiver.reset();
     blast(ADMIN_PORT, "/api/v1/events", 200)?;
     std::thread::sleep(Duration::from_millis(100));
     receiver.wait_for(200, Duration::from_secs(30))?;
@@ -404,13 +406,32 @@ fn measure(server: &mut Child, receiver: &Receiver) -> anyhow::Result<Sample> {
         .map_err(|_| anyhow::anyhow!("lock"))?
         .clone();
     lat.sort_unstable();
+    let metrics = http_get(ADMIN_PORT, "/metrics")?;
+    let retries = metrics
+        .lines()
+        .find(|l| l.starts_with("rtcplane_webhook_deliveries_total{result=\"retry\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
     Ok(Sample {
+        retries,
         eps,
         p50_ms: percentile(&lat, 0.50),
         p99_ms: percentile(&lat, 0.99),
         cpu_per_1k: cpu / THROUGHPUT_EVENTS as f64 * 1000.0,
         rss_mb: crate::bench::peak_rss_mb(pid)?,
     })
+}
+
+fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn wait_ready(server: &mut Child) -> anyhow::Result<()> {

@@ -36,6 +36,65 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TurnCommand,
     },
+    /// Hook gateway administration: stream keys and tokens.
+    Hooks {
+        #[command(subcommand)]
+        command: HooksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HooksCommand {
+    /// Stream keys stored in the database (rules with `then = "stream_key"`).
+    Key {
+        #[command(subcommand)]
+        command: HooksKeyCommand,
+    },
+    /// Print a stream URL query with a signed token (rules with `then = "token"`).
+    Token {
+        /// App, e.g. `live`.
+        #[arg(long)]
+        app: String,
+        /// Stream name.
+        #[arg(long)]
+        stream: String,
+        /// `publish` or `play`.
+        #[arg(long, default_value = "publish", value_parser = ["publish", "play"])]
+        action: String,
+        /// How long the token is valid (`1h`, `30m`).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// The token rule whose first key signs (its `name`, or its index in hooks.rules); default: the first
+        /// token rule.
+        #[arg(long)]
+        rule: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HooksKeyCommand {
+    /// Store a key that may publish APP/STREAM; prints the key (random unless --key is given).
+    Add {
+        /// App the key may publish in.
+        #[arg(long)]
+        app: String,
+        /// Public stream name the key publishes as.
+        #[arg(long)]
+        stream: String,
+        /// Use this key instead of a random one (16 to 512 characters).
+        #[arg(long)]
+        key: Option<String>,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a key (the key itself or its fingerprint), or every key of APP/STREAM.
+    Del {
+        /// `app/stream`, a key, or an 8-digit fingerprint.
+        selector: String,
+    },
+    /// List keys (fingerprints only).
+    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,7 +31,7 @@ pub(crate) struct Config {
     pub(crate) log: LogConfig,
     pub(crate) turn: rtcplane_turn_relay::Config,
     pub(crate) sip_agent: PlannedSubsystem,
-    pub(crate) hooks: PlannedSubsystem,
+    pub(crate) hooks: rtcplane_hook_gateway::Config,
     pub(crate) rooms: PlannedSubsystem,
     pub(crate) events: rtcplane_event_bus::sinks::EventsConfig,
     pub(crate) webhooks: rtcplane_event_bus::sinks::WebhooksConfig,
@@ -50,7 +50,7 @@ impl Default for Config {
             log: LogConfig::default(),
             turn: rtcplane_turn_relay::Config::default(),
             sip_agent: PlannedSubsystem::default(),
-            hooks: PlannedSubsystem::default(),
+            hooks: rtcplane_hook_gateway::Config::default(),
             rooms: PlannedSubsystem::default(),
             events: rtcplane_event_bus::sinks::EventsConfig::default(),
             webhooks: rtcplane_event_bus::sinks::WebhooksConfig::default(),
@@ -398,6 +398,9 @@ impl Config {
         if let Err(e) = self.turn.validate() {
             return Err(ConfigError::at(format!("turn.{}", e.key), e.message));
         }
+        if let Err(e) = self.hooks.validate() {
+            return Err(ConfigError::at(format!("hooks.{}", e.key), e.message));
+        }
         if let Err(e) = self.events.validate(!self.redis.url.is_empty()) {
             return Err(ConfigError::at(format!("events.{}", e.key), e.message));
         }
@@ -406,7 +409,6 @@ impl Config {
         }
         for (name, section, what) in [
             ("sip_agent", &self.sip_agent, "the SIP registrar agent"),
-            ("hooks", &self.hooks, "the hook gateway"),
             ("rooms", &self.rooms, "the rooms service"),
         ] {
             if section.enabled {
@@ -435,9 +437,11 @@ impl Config {
 /// `api_key` or is `static_users` (`name:password` entries) is replaced, and passwords inside `*url`/`*urls` values are masked.
 fn redact(value: &mut toml::Value, key: &str) {
     let lower = key.to_ascii_lowercase();
+    // `*_param` keys name query parameters (`token_param = "token"`); their values are not secrets.
     let secret = ["password", "secret", "token", "api_key", "apikey"]
         .iter()
-        .any(|s| lower.contains(s));
+        .any(|s| lower.contains(s))
+        && !lower.ends_with("_param");
     let url = lower.ends_with("url") || lower.ends_with("urls");
     match value {
         toml::Value::Table(t) => {

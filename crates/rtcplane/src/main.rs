@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             Command::Serve => serve::serve(config).await,
             Command::Migrate => serve::migrate(&config).await,
             Command::Turn { command } => admin::turn(&config, command).await,
+            Command::Hooks { command } => admin::hooks(&config, command).await,
             Command::CheckConfig => Ok(()),
         }
     });

@@ -151,9 +151,13 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
             .into_future(),
     );
     let public_server = tokio::spawn(
-        axum::serve(public_listener, public_app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
+        // Hook handlers identify a media server by the address it calls from.
+        axum::serve(
+            public_listener,
+            public_app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future(),
     );
 
     metrics::gauge!(telemetry::BUILD_INFO, "version" => VERSION, "storage" => storage.backend().as_str(), "bus" => bus.health().backend)

@@ -6,7 +6,7 @@
 //! subsystems are started; a disabled one opens no port and spawns no task, because its start function is
 //! never called.
 //!
-//! Landed: the TURN relay (`turn`). The others' config sections exist (see `config::PlannedSubsystem`) and
+//! Landed: the TURN relay (`turn`) and the hook gateway (`hooks`). The others' config sections exist (see `config::PlannedSubsystem`) and
 //! enabling one is a config error; each subsystem issue adds its arm to [`start_enabled`].
 
 use rtcplane_event_bus::Bus;
@@ -66,6 +66,26 @@ pub(crate) async fn start_enabled(config: &Config, ctx: &Context) -> anyhow::Res
             admin: None,
             ready: crate::readiness::probe(move || {
                 let r = turn.ready();
+                async move { r }
+            }),
+        });
+    }
+    if config.hooks.enabled {
+        let gateway = rtcplane_hook_gateway::start(
+            config.hooks.clone(),
+            &ctx.bus,
+            &ctx.storage,
+            ctx.shutdown.clone(),
+            ctx.tasks.clone(),
+        )
+        .await?;
+        let ready = gateway.clone();
+        started.push(Started {
+            name: "hooks",
+            public: Some(gateway.public_router()),
+            admin: Some(gateway.admin_router()),
+            ready: crate::readiness::probe(move || {
+                let r = ready.ready();
                 async move { r }
             }),
         });

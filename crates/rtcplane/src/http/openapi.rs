@@ -22,10 +22,14 @@ use utoipa::OpenApi;
         super::webhooks::delivery,
         super::webhooks::replay_one,
         super::webhooks::replay_range,
+        rtcplane_hook_gateway::list_streams,
+        rtcplane_hook_gateway::show_stream,
+        rtcplane_hook_gateway::kick,
+        rtcplane_hook_gateway::list_keys,
         document,
     ),
     components(schemas(super::error::ErrorBody, super::error::ErrorDetail, crate::readiness::Report, crate::readiness::CheckResult)),
-    tags((name = "health"), (name = "observability"), (name = "events"), (name = "cluster"), (name = "webhooks"), (name = "meta"))
+    tags((name = "health"), (name = "observability"), (name = "events"), (name = "cluster"), (name = "webhooks"), (name = "hooks"), (name = "meta"))
 )]
 pub(crate) struct AdminApi;
 
