@@ -1,10 +1,12 @@
 //! The services the tests talk to: PostgreSQL (127.0.0.1:5432), MariaDB (127.0.0.1:3306) and Redis
 //! (127.0.0.1:6379), the `redis-server` binary for tests that run a private Redis, and the real protocol peers
-//! (coturn's `turnutils_uclient` and `turnutils_peer`), installed from Debian's packages when missing. A service that is not
+//! (coturn's `turnutils_uclient` and `turnutils_peer`; nginx-light with the RTMP module and ffmpeg for the hook
+//! gateway), installed from Debian's packages when missing. A service that is not
 //! reachable is started with the machine's own command when there is one; if it still is not reachable the
 //! run fails, naming it. Tests never skip a missing service.
 
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -62,9 +64,20 @@ const SERVICES: &[Service] = &[
 const PEER_TOOLS: &[(&str, &str)] = &[
     ("turnutils_uclient", "coturn"),
     ("turnutils_peer", "coturn"),
+    // The hook gateway's real media server and client.
+    ("nginx", "nginx-light"),
+    (
+        "/usr/lib/nginx/modules/ngx_rtmp_module.so",
+        "libnginx-mod-rtmp",
+    ),
+    ("ffmpeg", "ffmpeg"),
 ];
 
+/// A command on the PATH, or (for an absolute path) a file that exists.
 fn on_path(tool: &str) -> bool {
+    if tool.starts_with('/') {
+        return Path::new(tool).is_file();
+    }
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }

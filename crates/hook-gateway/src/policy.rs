@@ -574,7 +574,11 @@ mod tests {
         ] {
             let r = req(action, app, stream, "127.0.0.1", &[]);
             let (d, _) = p.decide(&r, raw, &keys).await;
-            assert_eq!(d == Decision::Allow, allowed, "{action:?} {app}/{stream}: {d:?}");
+            assert_eq!(
+                d == Decision::Allow,
+                allowed,
+                "{action:?} {app}/{stream}: {d:?}"
+            );
         }
     }
 }
