@@ -169,14 +169,14 @@ fn field_u64(body: &[u8], key: &str) -> Option<u64> {
 }
 
 /// One keep-alive client connection that POSTs JSON and reads the answer.
-struct Client {
+pub(crate) struct Client {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
     host: String,
 }
 
 impl Client {
-    fn connect(port: u16) -> anyhow::Result<Self> {
+    pub(crate) fn connect(port: u16) -> anyhow::Result<Self> {
         let conn = TcpStream::connect(("127.0.0.1", port))?;
         conn.set_nodelay(true)?;
         Ok(Self {
@@ -186,7 +186,7 @@ impl Client {
         })
     }
 
-    fn post(&mut self, path: &str, body: &str) -> anyhow::Result<u16> {
+    pub(crate) fn post(&mut self, path: &str, body: &str) -> anyhow::Result<u16> {
         write!(
             self.writer,
             "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -253,7 +253,7 @@ fn blast(port: u16, path: &'static str, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -458,7 +458,7 @@ fn wait_ready(server: &mut Child) -> anyhow::Result<()> {
     }
 }
 
-fn psql(sql: &str) -> anyhow::Result<()> {
+pub(crate) fn psql(sql: &str) -> anyhow::Result<()> {
     let out = Command::new("psql")
         .args([
             "-h",

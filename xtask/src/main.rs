@@ -14,6 +14,7 @@
 
 mod bench;
 mod bench_events;
+mod bench_hooks;
 mod services;
 #[cfg(test)]
 mod tidy;
@@ -44,8 +45,21 @@ fn main() -> anyhow::Result<()> {
                     .map_or(Ok(3), |s| s.parse())
                     .context("rounds must be a number")?,
             ),
-            _ => bail!("usage: cargo xtask bench turn|events [rounds]"),
+            Some("hooks") => bench_hooks::hooks(
+                &root,
+                args.get(2)
+                    .map_or(Ok(3), |s| s.parse())
+                    .context("rounds must be a number")?,
+            ),
+            _ => bail!("usage: cargo xtask bench turn|events|hooks [rounds]"),
         },
+        // The ceiling server of `bench hooks`, run as a child process.
+        Some("__ceiling") => bench_hooks::ceiling_server(
+            args.get(1)
+                .context("port")?
+                .parse()
+                .context("port must be a number")?,
+        ),
         Some("fuzz") => fuzz(
             &root,
             args.get(1).map(String::as_str),
@@ -53,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         ),
         _ => {
             bail!(
-                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  fuzz T [S] run fuzz target T (turn) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)\n  bench events [R]  events end to end into a local webhook receiver, SQLite and PostgreSQL"
+                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  fuzz T [S] run fuzz target T (turn) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)\n  bench events [R]  events end to end into a local webhook receiver, SQLite and PostgreSQL\n  bench hooks [R]   SRS on_publish decisions: static rule, token, stream key vs a bare axum handler"
             )
         }
     }
@@ -104,7 +118,7 @@ fn ci(root: &Path) -> anyhow::Result<()> {
 }
 
 /// Fuzz targets by subsystem name.
-const FUZZ_TARGETS: &[(&str, &str)] = &[("turn", "stun_decode")];
+const FUZZ_TARGETS: &[(&str, &str)] = &[("turn", "stun_decode"), ("hooks", "hooks_parse")];
 
 /// `cargo xtask fuzz <target> [seconds]`: installs cargo-fuzz if missing, then runs the target with the
 /// committed seeds (`fuzz/seeds/<target>`) plus its growing local corpus (`fuzz/corpus/<target>`, ignored).

@@ -542,7 +542,7 @@ impl Registry {
             .iter()
             .map(|(id, e)| {
                 let mut players: Vec<MemberView> = e.players.values().map(member_view).collect();
-                players.sort_by(|a, b| a.since.cmp(&b.since));
+                players.sort_by_key(|a| a.since);
                 StreamView {
                     id: id.public_id(),
                     server: id.server.as_str().into(),

@@ -275,3 +275,58 @@ fn webhook_endpoints_in_config_are_checked_and_their_secrets_hidden() {
         assert!(!stderr(&o).contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn hook_rules_are_checked_naming_the_key_and_keys_hidden() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("hooks.toml");
+    let check = |toml: &str| {
+        std::fs::write(&file, toml).expect("write");
+        run(
+            dir.path(),
+            &["check-config", "--config", file.to_str().expect("utf8")],
+            &[],
+        )
+    };
+    let o = check(
+        "[[hooks.rules]]\napps = [\"live\"]\nthen = \"token\"\ntoken_keys = [\"a-very-secret-signing-key\"]\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stdout(&o).contains("a-very-secret-signing-key"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("token_param = \"token\""),
+        "{}",
+        stdout(&o)
+    );
+    for (toml, key) in [
+        (
+            "[[hooks.rules]]\nthen = \"token\"\n",
+            "hooks.rules[0].token_keys",
+        ),
+        ("[[hooks.rules]]\nthen = \"maybe\"\n", "hooks.rules[0].then"),
+        (
+            "[[hooks.rules]]\nthen = \"allow\"\nsource_cidrs = [\"10.0.0.0/40\"]\n",
+            "hooks.rules[0].source_cidrs",
+        ),
+        (
+            "[[hooks.rules]]\nthen = \"forward\"\nforward_urls = [\"gopher://x\"]\n",
+            "hooks.rules[0].forward_urls",
+        ),
+        (
+            "[[hooks.rules]]\nthen = \"allow\"\nactions = [\"dance\"]\n",
+            "hooks.rules[0].actions",
+        ),
+        (
+            "[hooks]\ndefault_action = \"maybe\"\n",
+            "hooks.default_action",
+        ),
+    ] {
+        let o = check(toml);
+        assert_eq!(o.status.code(), Some(2), "{toml}");
+        assert!(stderr(&o).contains(key), "{key}: {}", stderr(&o));
+    }
+}

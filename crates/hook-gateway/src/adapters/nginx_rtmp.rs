@@ -14,6 +14,9 @@ use std::net::IpAddr;
 
 use crate::model::{Action, BadRequest, Decision, HookRequest, Role, ServerKind, parse_query};
 
+/// A form field.
+type Pair = (String, String);
+
 /// The fields nginx-rtmp sends before `call`, on every call but `connect` (netcall session prefix).
 const SESSION: [&str; 7] = [
     "app", "flashver", "swfurl", "tcurl", "pageurl", "addr", "clientid",
@@ -108,7 +111,7 @@ pub fn parse(form: &[u8], path_call: &str, peer: &str) -> Result<HookRequest, Ba
 }
 
 /// Splits pairs into nginx's own fields and the client's query (see the module docs).
-fn split_server_fields(pairs: &[(String, String)]) -> (Vec<(String, String)>, &[(String, String)]) {
+fn split_server_fields(pairs: &[Pair]) -> (Vec<Pair>, &[Pair]) {
     let prefix = if pairs.get(6).is_some_and(|(k, _)| k == "epoch") {
         &CONNECT
     } else {
@@ -138,7 +141,7 @@ fn split_server_fields(pairs: &[(String, String)]) -> (Vec<(String, String)>, &[
         return (pairs[..end].to_vec(), &pairs[end..]);
     }
     // Unknown layout: the first occurrence of every field wins; the query is what follows the first `call`.
-    let mut first: Vec<(String, String)> = Vec::new();
+    let mut first: Vec<Pair> = Vec::new();
     for (k, v) in pairs {
         if !first.iter().any(|(f, _)| f == k) {
             first.push((k.clone(), v.clone()));
