@@ -207,12 +207,18 @@ fn content_type(headers: &HeaderMap) -> String {
 }
 
 /// `POST /hooks/srs`: answers 200 with `0` (allow) or a non-zero integer (deny); 400 for a malformed body.
+/// SRS heartbeats (`heartbeat { url …/hooks/srs; }`) may be sent here too: they keep that SRS's registry
+/// entries alive.
 async fn srs(State(g): State<Gateway>, req: Request) -> Response {
     let peer = peer(&req);
     let (headers, bytes) = match body(req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
+    if let Some(server_id) = adapters::srs::parse_heartbeat(&bytes, &peer) {
+        g.inner.registry.touch_server(ServerKind::Srs, &server_id);
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "0").into_response();
+    }
     let hook = match adapters::srs::parse(&bytes, &peer) {
         Ok(h) => h,
         Err(e) => return bad_request(ServerKind::Srs, &e),

@@ -219,6 +219,13 @@ impl Registry {
         );
     }
 
+    /// Records that a media server is alive (SRS heartbeat), keeping its entries from expiring.
+    pub fn touch_server(&self, server: ServerKind, server_id: &str) {
+        self.lock()
+            .servers
+            .insert((server, server_id.to_owned()), now_ms());
+    }
+
     /// True if this client is to be dropped at its next update.
     pub fn is_kicked(&self, req: &HookRequest) -> bool {
         let Some(client) = &req.client_id else {

@@ -451,6 +451,44 @@ fail_open = true
     Ok(())
 }
 
+#[tokio::test]
+async fn srs_heartbeats_keep_entries_alive_and_silence_expires_them() -> anyhow::Result<()> {
+    let server = Server::builder()
+        .config("[hooks]\nregistry_ttl = \"2s\"\n")
+        .start()
+        .await?;
+    let url = server.public_url("/hooks/srs");
+    let publish = json!({"server_id": "vid-hb", "action": "on_publish", "client_id": "c9", "ip": "127.0.0.1",
+        "vhost": "__defaultVhost__", "app": "live", "stream": "hb"});
+    assert_eq!(
+        post(&url, "application/json", publish.to_string()).await?.2,
+        "0"
+    );
+    let mut sse =
+        SseReader::connect(&server.admin_url("/api/v1/events?types=hooks.stream.*")).await?;
+    let heartbeat = json!({"device_id": "my-srs", "ip": "127.0.0.1", "server": "vid-hb", "service": "x", "pid": "1"});
+    for _ in 0..8 {
+        assert_eq!(
+            post(&url, "application/json", heartbeat.to_string())
+                .await?
+                .0,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        streams(&server).await?.len(),
+        1,
+        "heartbeats keep the stream"
+    );
+    let e = sse
+        .next_of("hooks.stream.unpublished", Duration::from_secs(10))
+        .await?;
+    assert_eq!(e["data"]["reason"], "expired");
+    assert!(streams(&server).await?.is_empty());
+    Ok(())
+}
+
 // ---------- MediaMTX ----------
 
 #[tokio::test]

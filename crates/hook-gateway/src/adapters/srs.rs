@@ -95,6 +95,21 @@ pub fn parse(body: &[u8], peer: &str) -> Result<HookRequest, BadRequest> {
     })
 }
 
+/// Reads an SRS heartbeat (`heartbeat { url …; }`: `{"device_id", "ip", "server", "service", "pid", …}`,
+/// no `action`); returns the server id it keeps alive (`server`, SRS v5+, else the caller's address), or
+/// `None` if the body is not a heartbeat.
+pub fn parse_heartbeat(body: &[u8], peer: &str) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    if v.get("action").is_some() || v.get("device_id").is_none() {
+        return None;
+    }
+    Some(
+        text(&v, "server")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| peer.to_owned()),
+    )
+}
+
 /// The body to answer with HTTP 200.
 pub fn answer(decision: &Decision) -> &'static str {
     match decision {
@@ -196,6 +211,23 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn heartbeats() {
+        assert_eq!(
+            parse_heartbeat(br#"{"device_id":"my-srs","ip":"10.0.0.5","server":"vid-1","service":"s","pid":"9"}"#, "p").as_deref(),
+            Some("vid-1")
+        );
+        assert_eq!(
+            parse_heartbeat(br#"{"device_id":"my-srs","ip":"10.0.0.5"}"#, "p").as_deref(),
+            Some("p")
+        );
+        assert_eq!(
+            parse_heartbeat(br#"{"action":"on_publish","device_id":"x"}"#, "p"),
+            None
+        );
+        assert_eq!(parse_heartbeat(b"{", "p"), None);
     }
 
     #[test]
