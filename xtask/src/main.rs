@@ -4,6 +4,8 @@
 //! - `ci`: what `.ci/run` runs: services up, `cargo fmt --check`, clippy with `-D warnings`, the shipped config
 //!   checked by the binary, then every test of the workspace against the real PostgreSQL, MariaDB and Redis.
 //! - `services`: check (and, where this machine has the commands, start) PostgreSQL, MariaDB and Redis.
+//! - `helm-lint`: the Helm chart rendered for each `ci/*-values.yaml` and validated offline (also part of `ci`).
+//! - `bench turn|events|hooks`, `fuzz turn|hooks`.
 
 // The build system spawns processes, waits with std time and talks to the terminal.
 #![allow(
@@ -15,6 +17,7 @@
 mod bench;
 mod bench_events;
 mod bench_hooks;
+mod helm;
 mod services;
 #[cfg(test)]
 mod tidy;
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         Some("ci") => ci(&root),
         Some("services") => services::ensure(),
         Some("test") => test(&root),
+        Some("helm-lint") => helm::lint(&root),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("turn") => bench::turn(
                 &root,
@@ -67,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         ),
         _ => {
             bail!(
-                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  fuzz T [S] run fuzz target T (turn) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)\n  bench events [R]  events end to end into a local webhook receiver, SQLite and PostgreSQL\n  bench hooks [R]   SRS on_publish decisions: static rule, token, stream key vs a bare axum handler"
+                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  helm-lint  render the Helm chart for every ci/*-values.yaml and validate it offline\n  fuzz T [S] run fuzz target T (turn, hooks) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)\n  bench events [R]  events end to end into a local webhook receiver, SQLite and PostgreSQL\n  bench hooks [R]   SRS on_publish decisions: static rule, token, stream key vs a bare axum handler"
             )
         }
     }
@@ -114,6 +118,7 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         bin.to_str().context("non-UTF-8 path")?,
         &["check-config", "--config", "config/default.toml"],
     )?;
+    helm::lint(root)?;
     test(root)
 }
 

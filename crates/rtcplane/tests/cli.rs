@@ -330,3 +330,36 @@ fn hook_rules_are_checked_naming_the_key_and_keys_hidden() {
         assert!(stderr(&o).contains(key), "{key}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn every_config_example_passes_check_config_with_secrets_hidden() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let examples = std::path::Path::new(&repo_file("config/examples")).to_path_buf();
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&examples).expect("config/examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let o = run(
+            dir.path(),
+            &["check-config", "--config", path.to_str().expect("utf8")],
+            &[],
+        );
+        assert!(o.status.success(), "{}: {}", path.display(), stderr(&o));
+        let out = stdout(&o);
+        assert!(!out.contains("change-me-to-a-long-random-secret"), "{out}");
+        assert!(!out.contains("rtcplane:change-me@"), "{out}");
+        checked.push(
+            path.file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        ["all-in-one.toml", "cluster.toml", "coturn-replacement.toml"]
+    );
+}
