@@ -26,6 +26,9 @@ pub struct Config {
     pub token_param: String,
     /// Name of the query parameter carrying the token's expiry, unix seconds.
     pub expires_param: String,
+    /// Addresses allowed to call the hook routes (the media servers), CIDRs or addresses; empty: any. Others
+    /// get 403.
+    pub allowed_sources: Vec<String>,
     /// Name of the query parameter that may carry a stream key (`then = "stream_key"`); without it the stream
     /// name itself is the key and nginx-rtmp is told to rename the stream to its public name.
     pub key_param: String,
@@ -39,6 +42,7 @@ impl Default for Config {
             rules: Vec::new(),
             registry_ttl: Duration::from_secs(300),
             srs_api_url: String::new(),
+            allowed_sources: Vec::new(),
             token_param: "token".into(),
             expires_param: "expires".into(),
             key_param: "key".into(),
@@ -157,6 +161,14 @@ impl Config {
         ] {
             if v.is_empty() {
                 return Err(err(key, "must not be empty"));
+            }
+        }
+        for (i, c) in self.allowed_sources.iter().enumerate() {
+            if crate::policy::parse_cidr(c).is_none() {
+                return Err(err(
+                    format!("allowed_sources[{i}]"),
+                    format!("{c:?} is not an address or CIDR range"),
+                ));
             }
         }
         for (i, rule) in self.rules.iter().enumerate() {

@@ -85,9 +85,13 @@ impl Keys {
             return Err(KeyError::Invalid("no key store".into()));
         };
         for (what, v) in [("app", app), ("stream", stream)] {
-            if v.is_empty() || v.len() > 255 || v.contains(['?', '&', ' ']) {
+            if v.is_empty()
+                || v.len() > 255
+                || !v.chars().all(|c| c.is_ascii_graphic())
+                || v.contains(['?', '&'])
+            {
                 return Err(KeyError::Invalid(format!(
-                    "{what} {v:?} must be 1 to 255 characters without `?`, `&` or spaces"
+                    "{what} {v:?} must be 1 to 255 printable ASCII characters without `?` or `&`"
                 )));
             }
         }

@@ -55,6 +55,7 @@ pub struct Gateway {
 #[derive(Debug)]
 struct Inner {
     config: Config,
+    allowed_sources: Vec<ipnet::IpNet>,
     policy: Policy,
     keys: Keys,
     registry: Registry,
@@ -89,6 +90,11 @@ pub async fn start(
             policy,
             client,
             shutdown: shutdown.clone(),
+            allowed_sources: config
+                .allowed_sources
+                .iter()
+                .filter_map(|c| policy::parse_cidr(c))
+                .collect(),
             config,
         }),
     };
@@ -145,20 +151,27 @@ impl Gateway {
     /// Decides one request and updates the registry; also the entry point of benchmarks and tests.
     pub async fn handle(&self, req: &HookRequest, raw: Raw<'_>) -> Decision {
         let start = tokio::time::Instant::now();
-        let (decision, rule) = if req.action == Action::Update && self.inner.registry.is_kicked(req)
-        {
-            (
-                Decision::Deny("kicked by an operator".into()),
-                "kick".to_owned(),
-            )
+        let decided = if req.action == Action::Update && self.inner.registry.is_kicked(req) {
+            policy::Decided {
+                decision: Decision::Deny("kicked by an operator".into()),
+                rule: "kick".to_owned(),
+                public_stream: None,
+            }
         } else {
             self.inner.policy.decide(req, raw, &self.inner.keys).await
         };
+        let policy::Decided {
+            decision,
+            rule,
+            public_stream,
+        } = decided;
         if let Decision::Deny(reason) = &decision {
             tracing::info!(server = req.server.as_str(), action = req.action.as_str(), app = %req.app, stream = %req.stream,
                 ip = ?req.ip, rule = %rule, reason = %reason, "hook denied");
         }
-        self.inner.registry.apply(req, &decision);
+        self.inner
+            .registry
+            .apply(req, &decision, public_stream.as_ref());
         ::metrics::counter!(metrics::DECISIONS, "server" => req.server.as_str(), "action" => req.action.as_str(), "result" => decision.as_str())
             .increment(1);
         ::metrics::histogram!(metrics::DECISION_SECONDS, "server" => req.server.as_str())
@@ -171,6 +184,25 @@ fn peer(req: &Request) -> String {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+/// 403 unless the caller is in `hooks.allowed_sources` (when set).
+fn refuse_caller(g: &Gateway, req: &Request) -> Option<Response> {
+    if g.inner.allowed_sources.is_empty() {
+        return None;
+    }
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if ip.is_some_and(|ip| policy::contains(&g.inner.allowed_sources, ip)) {
+        return None;
+    }
+    Some(error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this address may not call the hook routes (hooks.allowed_sources)",
+    ))
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -210,6 +242,9 @@ fn content_type(headers: &HeaderMap) -> String {
 /// SRS heartbeats (`heartbeat { url …/hooks/srs; }`) may be sent here too: they keep that SRS's registry
 /// entries alive.
 async fn srs(State(g): State<Gateway>, req: Request) -> Response {
+    if let Some(r) = refuse_caller(&g, &req) {
+        return r;
+    }
     let peer = peer(&req);
     let (headers, bytes) = match body(req).await {
         Ok(b) => b,
@@ -243,6 +278,9 @@ async fn srs(State(g): State<Gateway>, req: Request) -> Response {
 
 /// `POST|GET /hooks/nginx-rtmp/{call}`: 200 allows, 302 + Location renames or relays, 403 denies.
 async fn nginx_rtmp(State(g): State<Gateway>, Path(call): Path<String>, req: Request) -> Response {
+    if let Some(r) = refuse_caller(&g, &req) {
+        return r;
+    }
     let peer = peer(&req);
     let query = req.uri().query().unwrap_or_default().to_owned();
     let is_get = req.method() == Method::GET;
@@ -281,6 +319,9 @@ async fn nginx_rtmp(State(g): State<Gateway>, Path(call): Path<String>, req: Req
 
 /// `POST /hooks/mediamtx`: 200 allows, 401 denies.
 async fn mediamtx(State(g): State<Gateway>, req: Request) -> Response {
+    if let Some(r) = refuse_caller(&g, &req) {
+        return r;
+    }
     let peer = peer(&req);
     let (headers, bytes) = match body(req).await {
         Ok(b) => b,

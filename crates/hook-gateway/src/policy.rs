@@ -117,12 +117,19 @@ impl CompiledRule {
         if rule.timeout_ms == 0 || rule.timeout_ms > 60_000 {
             return Err(("timeout_ms", "must be 1 to 60000".into()));
         }
+        // A token or a stream key is about a stream: without explicit actions such rules apply to what names
+        // one (not connect, which has no stream yet, nor the api).
+        let actions = match (rule.actions.is_empty(), rule.then) {
+            (true, Then::Token) => vec![Action::Publish, Action::Play, Action::Update],
+            (true, Then::StreamKey) => vec![Action::Publish],
+            _ => rule.actions.clone(),
+        };
         Ok(Self {
             name: rule.name.clone(),
             apps: globs("apps", &rule.apps)?,
             vhosts: globs("vhosts", &rule.vhosts)?,
             streams: globs("streams", &rule.streams)?,
-            actions: rule.actions.clone(),
+            actions,
             cidrs,
             then: rule.then,
             token_keys,
@@ -143,6 +150,19 @@ impl CompiledRule {
                     .ip
                     .is_some_and(|ip| self.cidrs.iter().any(|c| c.contains(&canonical(ip)))))
     }
+}
+
+/// `10.0.0.0/8`, or a single address.
+pub fn parse_cidr(c: &str) -> Option<IpNet> {
+    c.parse::<IpNet>()
+        .ok()
+        .or_else(|| c.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// Whether `ip` is in one of `nets` (v4-mapped v6 addresses match v4 ranges).
+pub fn contains(nets: &[IpNet], ip: std::net::IpAddr) -> bool {
+    let ip = canonical(ip);
+    nets.iter().any(|n| n.contains(&ip))
 }
 
 /// `::ffff:1.2.3.4` as `1.2.3.4`, so IPv4 ranges match mapped addresses.
@@ -189,6 +209,27 @@ fn verify_token(
     })
 }
 
+/// A decision with where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided {
+    /// The answer.
+    pub decision: Decision,
+    /// The rule that made it (`default`, `notification`, a rule's name or `rules[i]`).
+    pub rule: String,
+    /// When a stream key was the stream name: the public name and the key's fingerprint.
+    pub public_stream: Option<(String, String)>,
+}
+
+impl Decided {
+    fn new(decision: Decision, rule: &str) -> Self {
+        Self {
+            decision,
+            rule: rule.to_owned(),
+            public_stream: None,
+        }
+    }
+}
+
 /// The whole policy.
 #[derive(Debug)]
 pub struct Policy {
@@ -227,34 +268,74 @@ impl Policy {
         })
     }
 
-    /// Decides a request: the first matching rule, else the default. Returns the decision and the name of the
-    /// rule that made it (`default` when none matched).
-    pub async fn decide(&self, req: &HookRequest, raw: Raw<'_>, keys: &Keys) -> (Decision, String) {
+    /// Decides a request: the first matching rule, else the default. Returns the decision, the name of the
+    /// rule that made it (`default` when none matched) and, when a stream key was used as the stream name,
+    /// the public name with the key's fingerprint (so the key itself is never shown).
+    pub async fn decide(&self, req: &HookRequest, raw: Raw<'_>, keys: &Keys) -> Decided {
+        let matching = self.rules.iter().enumerate().find(|(_, r)| r.matches(req));
         if !req.action.is_decided() {
-            return (Decision::Allow, "notification".into());
+            // Notifications are never denied; a forward rule still passes them on (its answer is not needed).
+            if let Some((_, rule)) = matching
+                && rule.then == Then::Forward
+            {
+                self.forward_notification(rule, raw);
+            }
+            return Decided::new(Decision::Allow, "notification");
         }
-        let Some((i, rule)) = self.rules.iter().enumerate().find(|(_, r)| r.matches(req)) else {
+        let Some((i, rule)) = matching else {
             let d = match self.default {
                 Verdict::Allow => Decision::Allow,
                 Verdict::Deny => {
                     Decision::Deny("no rule matched and hooks.default_action = deny".into())
                 }
             };
-            return (d, "default".into());
+            return Decided::new(d, "default");
         };
         let name = if rule.name.is_empty() {
             format!("rules[{i}]")
         } else {
             rule.name.clone()
         };
+        let mut public = None;
         let decision = match rule.then {
             Then::Allow => Decision::Allow,
             Then::Deny => Decision::Deny(format!("denied by {name}")),
             Then::Token => self.token(rule, req),
-            Then::StreamKey => self.stream_key(req, keys).await,
+            Then::StreamKey => {
+                let (d, p) = self.stream_key(req, keys).await;
+                public = p;
+                d
+            }
             Then::Forward => self.forward(rule, req, raw).await,
         };
-        (decision, name)
+        Decided {
+            decision,
+            rule: name,
+            public_stream: public,
+        }
+    }
+
+    fn forward_notification(&self, rule: &CompiledRule, raw: Raw<'_>) {
+        let client = self.client.clone();
+        let urls = rule.forward_urls.clone();
+        let body = raw.body.to_vec();
+        let content_type = raw.content_type.to_owned();
+        let timeout = rule.timeout;
+        tokio::spawn(async move {
+            for url in urls {
+                let sent = client
+                    .post(url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
+                    .timeout(timeout)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if let Err(e) = sent {
+                    metrics::counter!(crate::metrics::FORWARD_ERRORS).increment(1);
+                    tracing::debug!(upstream = %url, error = %e, "forwarding a notification failed");
+                }
+            }
+        });
     }
 
     fn token(&self, rule: &CompiledRule, req: &HookRequest) -> Decision {
@@ -278,40 +359,49 @@ impl Policy {
         {
             return Decision::Deny("invalid token".into());
         }
-        if expires < chrono::Utc::now().timestamp() {
+        // A running publisher or player is not dropped when its token's validity ends (only a kick does that).
+        if req.action != Action::Update && expires < chrono::Utc::now().timestamp() {
             return Decision::Deny("token expired".into());
         }
         Decision::Allow
     }
 
-    async fn stream_key(&self, req: &HookRequest, keys: &Keys) -> Decision {
+    async fn stream_key(
+        &self,
+        req: &HookRequest,
+        keys: &Keys,
+    ) -> (Decision, Option<(String, String)>) {
         let given = req.param(&self.key_param);
         let key = given.unwrap_or(req.stream.as_str());
         match keys.lookup(key).await {
             Err(e) => {
                 tracing::warn!(error = %e, "stream key lookup failed; denying");
-                Decision::Deny("stream key lookup failed".into())
+                (Decision::Deny("stream key lookup failed".into()), None)
             }
-            Ok(None) => Decision::Deny("unknown stream key".into()),
+            Ok(None) => (Decision::Deny("unknown stream key".into()), None),
             Ok(Some(k)) if k.app != req.app => {
-                Decision::Deny("stream key is for another app".into())
+                (Decision::Deny("stream key is for another app".into()), None)
             }
-            Ok(Some(k)) => {
-                if given.is_some() {
-                    // `…/<stream>?key=…`: the key must belong to that stream.
-                    if k.stream == req.stream {
-                        Decision::Allow
-                    } else {
-                        Decision::Deny("stream key is for another stream".into())
-                    }
-                } else if req.server == ServerKind::NginxRtmp
-                    && matches!(req.action, Action::Publish)
-                    && k.stream != req.stream
-                {
-                    // The stream name is the secret key: nginx-rtmp publishes it under its public name.
-                    Decision::Redirect(k.stream)
+            Ok(Some(k)) if given.is_some() => {
+                // `…/<stream>?key=…`: the key must belong to that stream.
+                if k.stream == req.stream {
+                    (Decision::Allow, None)
                 } else {
-                    Decision::Allow
+                    (
+                        Decision::Deny("stream key is for another stream".into()),
+                        None,
+                    )
+                }
+            }
+            Ok(Some(k)) if k.stream == req.stream => (Decision::Allow, None),
+            Ok(Some(k)) => {
+                // The stream name is the secret key: nginx-rtmp is told to publish under the public name;
+                // the others publish under the key, which the registry and events still never show.
+                let public = Some((k.stream.clone(), k.fingerprint.clone()));
+                if req.server == ServerKind::NginxRtmp && req.action == Action::Publish {
+                    (Decision::Redirect(k.stream), public)
+                } else {
+                    (Decision::Allow, public)
                 }
             }
         }
@@ -505,7 +595,7 @@ mod tests {
                 &[("token", &t), ("expires", &exp)],
             );
             assert_eq!(
-                policy.decide(&r, raw, &keys).await.0,
+                policy.decide(&r, raw, &keys).await.decision,
                 Decision::Allow,
                 "{key}"
             );
@@ -537,13 +627,16 @@ mod tests {
                 &[("token", &token), ("expires", &expires)],
             );
             assert!(
-                matches!(policy.decide(&r, raw, &keys).await.0, Decision::Deny(_)),
+                matches!(
+                    policy.decide(&r, raw, &keys).await.decision,
+                    Decision::Deny(_)
+                ),
                 "{action:?} {stream}"
             );
         }
         let r = req(Action::Publish, "live", "cam1", "127.0.0.1", &[]);
         assert!(matches!(
-            policy.decide(&r, raw, &keys).await.0,
+            policy.decide(&r, raw, &keys).await.decision,
             Decision::Deny(_)
         ));
     }
@@ -573,7 +666,7 @@ mod tests {
             (Action::Unpublish, "vod", "ok", true),
         ] {
             let r = req(action, app, stream, "127.0.0.1", &[]);
-            let (d, _) = p.decide(&r, raw, &keys).await;
+            let d = p.decide(&r, raw, &keys).await.decision;
             assert_eq!(
                 d == Decision::Allow,
                 allowed,

@@ -238,8 +238,9 @@ impl Registry {
         })
     }
 
-    /// Applies a request that was answered with `decision`.
-    pub fn apply(&self, req: &HookRequest, decision: &Decision) {
+    /// Applies a request that was answered with `decision`; `public` is the public name and key fingerprint
+    /// when a stream key was the stream name (the key is never recorded).
+    pub fn apply(&self, req: &HookRequest, decision: &Decision, public: Option<&(String, String)>) {
         let now = now_ms();
         let mut st = self.lock();
         st.servers.insert((req.server, req.server_id.clone()), now);
@@ -289,8 +290,12 @@ impl Registry {
             .unwrap_or_else(|| req.stream.clone());
         match (req.action, allowed) {
             (Action::Publish, true) => {
-                let (name, renamed_from) = match decision {
-                    Decision::Redirect(to) if !to.contains("://") => {
+                let (name, renamed_from) = match (public, decision) {
+                    (Some((name, fingerprint)), _) => {
+                        st.renames.insert(rename_key, name.clone());
+                        (name.clone(), Some(format!("stream key {fingerprint}")))
+                    }
+                    (None, Decision::Redirect(to)) if !to.contains("://") => {
                         st.renames.insert(rename_key, to.clone());
                         (to.clone(), Some(req.stream.clone()))
                     }
@@ -466,12 +471,17 @@ impl Registry {
         let now = now_ms();
         let ttl = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
         let mut st = self.lock();
+        // A call from its media server keeps an entry alive, except for MediaMTX, which never says when a
+        // client leaves: its entries live `ttl` from their own last hook.
         let alive = |st: &State, server: ServerKind, server_id: &str, last_seen: i64| {
-            let server_seen = st
-                .servers
-                .get(&(server, server_id.to_owned()))
-                .copied()
-                .unwrap_or(0);
+            let server_seen = if server == ServerKind::Mediamtx {
+                0
+            } else {
+                st.servers
+                    .get(&(server, server_id.to_owned()))
+                    .copied()
+                    .unwrap_or(0)
+            };
             now - last_seen.max(server_seen) <= ttl
         };
         let stale_clients: Vec<ClientId> = st
@@ -521,6 +531,11 @@ impl Registry {
             }
         }
         st.servers.retain(|_, seen| now - *seen <= ttl);
+        let servers: HashSet<(ServerKind, String)> = st.servers.keys().cloned().collect();
+        st.renames
+            .retain(|(kind, id, _, _), _| servers.contains(&(*kind, id.clone())));
+        st.kicks
+            .retain(|c| servers.contains(&(c.server, c.server_id.clone())));
         let (publishers, players) = st.streams.values().fold((0usize, 0usize), |(p, l), e| {
             (p + usize::from(e.publisher.is_some()), l + e.players.len())
         });
@@ -589,8 +604,9 @@ impl Registry {
                 Ok(KickPlan::NextUpdate)
             }
             ServerKind::Srs if !srs_api_url.is_empty() => Ok(KickPlan::SrsApi(format!(
-                "{}/api/v1/clients/{client}",
-                srs_api_url.trim_end_matches('/')
+                "{}/api/v1/clients/{}",
+                srs_api_url.trim_end_matches('/'),
+                form_urlencoded::byte_serialize(client.as_bytes()).collect::<String>()
             ))),
             ServerKind::Srs => Err("set hooks.srs_api_url to kick SRS clients".into()),
             ServerKind::Mediamtx => {

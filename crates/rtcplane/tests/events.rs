@@ -325,6 +325,21 @@ async fn retried_until_accepted_exactly_once(backend: Backend) -> anyhow::Result
         ),
         3.0
     );
+
+    // A subject PostgreSQL cannot store as text (NUL) must neither be lost nor wedge the log.
+    let nul = publish(&server, "custom.test.nul", "a\u{0}b").await?;
+    let after = publish(&server, "custom.test.after", "x").await?;
+    eventually(
+        "the NUL event and the next one",
+        Duration::from_secs(10),
+        async || {
+            let a = receiver.accepted();
+            (a.iter().any(|e| e["id"] == nul.as_str())
+                && a.iter().any(|e| e["id"] == after.as_str()))
+            .then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
 

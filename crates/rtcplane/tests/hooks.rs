@@ -398,6 +398,10 @@ fail_open = true
         .await?;
         assert_eq!(body, want, "{stream}{param}");
     }
+    // SRS publishes under the key, but the registry shows the public name and a fingerprint only.
+    let live = streams(&server).await?;
+    assert!(live.iter().any(|s| s["stream"] == "show1"), "{live:?}");
+    assert!(!serde_json::to_string(&live)?.contains(&key), "{live:?}");
     let keys: Value = support::get(server.admin_url("/api/v1/hooks/keys"))
         .await?
         .json()
@@ -486,6 +490,27 @@ async fn srs_heartbeats_keep_entries_alive_and_silence_expires_them() -> anyhow:
         .await?;
     assert_eq!(e["data"]["reason"], "expired");
     assert!(streams(&server).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_allowed_sources_may_call_the_hooks() -> anyhow::Result<()> {
+    let server = Server::builder()
+        .config("[hooks]\nallowed_sources = [\"10.0.0.0/8\"]\n")
+        .start()
+        .await?;
+    let body = r#"{"action":"on_publish","client_id":1,"ip":"10.1.1.1","vhost":"v","app":"live","stream":"s"}"#;
+    let (status, _, text) =
+        post(&server.public_url("/hooks/srs"), "application/json", body).await?;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("allowed_sources"), "{text}");
+    let allowed = Server::builder()
+        .config("[hooks]\nallowed_sources = [\"127.0.0.1\"]\n")
+        .start()
+        .await?;
+    let (status, _, text) =
+        post(&allowed.public_url("/hooks/srs"), "application/json", body).await?;
+    assert_eq!((status, text.as_str()), (200, "0"));
     Ok(())
 }
 
@@ -824,7 +849,19 @@ then = "stream_key"
     })
     .await
     .context("the renamed stream in the registry")?;
-    assert_eq!(renamed["renamed_from"], key.as_str());
+    // The registry (and every event) shows the key's fingerprint, never the key.
+    assert!(
+        renamed["renamed_from"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("stream key ") && !r.contains(&key)),
+        "{renamed}"
+    );
+    assert!(
+        !streams(&server)
+            .await?
+            .iter()
+            .any(|s| s.to_string().contains(&key))
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let play = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-i"])

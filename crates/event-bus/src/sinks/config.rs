@@ -207,6 +207,12 @@ impl WebhooksConfig {
             if !e.id.is_empty() {
                 validate_id(&e.id).map_err(|m| err(at("id"), m))?;
             }
+            if e.description.len() > 1024 {
+                return Err(err(at("description"), "is longer than 1024 bytes"));
+            }
+            if e.secret.len() > 255 {
+                return Err(err(at("secret"), "is longer than 255 bytes"));
+            }
             if !ids.insert(e.effective_id()) {
                 return Err(err(
                     at("id"),

@@ -46,10 +46,11 @@ impl EventLog {
     /// Waits until every event this node published before the call is stored (or `timeout` passes; false).
     pub async fn flush(&self, timeout: Duration) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.flush.send(tx).await.is_err() {
-            return false;
-        }
-        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
+        let asked = async {
+            self.flush.send(tx).await.ok()?;
+            rx.await.ok()
+        };
+        matches!(tokio::time::timeout(timeout, asked).await, Ok(Some(())))
     }
 
     /// Where to resume after the event `last_event_id` (an SSE `Last-Event-ID`).
@@ -156,9 +157,68 @@ impl Recorder {
         }
     }
 
-    /// Writes one batch, retrying with backoff while the database fails (events keep queueing behind it);
-    /// gives up only when shutting down.
+    /// Writes one batch, retrying with backoff while the database is unreachable (events keep queueing
+    /// behind it). A batch the database refuses (a constraint or data error, which no retry fixes) is split
+    /// and stored event by event, so one bad event is dropped (logged, counted) instead of stopping the log.
+    /// After a failed commit whose outcome is unknown, the batch is not written twice.
     async fn store_batch(&self, batch: &[Arc<Event>], shutdown: Option<&CancellationToken>) {
+        let mut delay = Duration::from_millis(100);
+        let mut failures = 0u32;
+        loop {
+            match self.try_store(batch).await {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "storing events works again");
+                    }
+                    return;
+                }
+                Err(sqlx::Error::Database(e)) => {
+                    metrics::counter!(m::EVENTS_STORE_ERRORS).increment(1);
+                    if batch.len() == 1 {
+                        metrics::counter!(m::EVENTS_LOST).increment(1);
+                        tracing::error!(error = %e, event = %batch[0].id, ty = %batch[0].ty, "the database refuses this event; dropped");
+                        return;
+                    }
+                    tracing::warn!(error = %e, events = batch.len(), "the database refused a batch; storing its events one by one");
+                    for one in batch {
+                        Box::pin(self.store_batch(std::slice::from_ref(one), shutdown)).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    metrics::counter!(m::EVENTS_STORE_ERRORS).increment(1);
+                    if failures == 0 {
+                        tracing::warn!(error = %e, events = batch.len(), "cannot store events; retrying (they stay queued)");
+                    }
+                    failures += 1;
+                    // The commit may have happened before the connection broke.
+                    if let Ok(Some(_)) = self.store.seq_of(&batch[0].id.to_string()).await {
+                        return;
+                    }
+                    let stopping = shutdown.is_none_or(CancellationToken::is_cancelled);
+                    if stopping && failures >= 3 {
+                        // Shutting down: a few tries, then the batch is lost (and said so).
+                        metrics::counter!(m::EVENTS_LOST).increment(batch.len() as u64);
+                        tracing::error!(error = %e, events = batch.len(), "events not stored at shutdown");
+                        return;
+                    }
+                    match shutdown {
+                        Some(token) if !stopping => {
+                            tokio::select! {
+                                () = token.cancelled() => {}
+                                () = tokio::time::sleep(delay) => {}
+                            }
+                        }
+                        _ => tokio::time::sleep(delay).await,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One attempt: the events and the deliveries they owe, in one transaction.
+    async fn try_store(&self, batch: &[Arc<Event>]) -> Result<(), sqlx::Error> {
         let mut deliveries = Vec::new();
         if let Some(w) = &self.webhooks {
             for e in batch {
@@ -177,51 +237,17 @@ impl Recorder {
                 replay_of: None,
             })
             .collect();
-        let mut delay = Duration::from_millis(100);
-        let mut failures = 0u32;
-        loop {
-            let start = tokio::time::Instant::now();
-            let now = chrono::Utc::now().timestamp_millis();
-            match self.store.record(batch, &rows, now).await {
-                Ok(()) => {
-                    metrics::counter!(m::EVENTS_STORED).increment(batch.len() as u64);
-                    metrics::histogram!(m::EVENTS_STORE_SECONDS)
-                        .record(start.elapsed().as_secs_f64());
-                    if failures > 0 {
-                        tracing::info!(failures, "storing events works again");
-                    }
-                    if !rows.is_empty()
-                        && let Some(w) = &self.webhooks
-                    {
-                        w.wake();
-                    }
-                    return;
-                }
-                Err(e) => {
-                    metrics::counter!(m::EVENTS_STORE_ERRORS).increment(1);
-                    if failures == 0 {
-                        tracing::warn!(error = %e, events = batch.len(), "cannot store events; retrying (they stay queued)");
-                    }
-                    failures += 1;
-                    match shutdown {
-                        // Shutting down: a few more tries, then the batch is lost (and said so).
-                        None if failures >= 3 => {
-                            metrics::counter!(m::EVENTS_LOST).increment(batch.len() as u64);
-                            tracing::error!(error = %e, events = batch.len(), "events not stored at shutdown");
-                            return;
-                        }
-                        None => tokio::time::sleep(delay).await,
-                        Some(token) => {
-                            tokio::select! {
-                                () = token.cancelled() => {}
-                                () = tokio::time::sleep(delay) => {}
-                            }
-                        }
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+        let start = tokio::time::Instant::now();
+        let now = chrono::Utc::now().timestamp_millis();
+        self.store.record(batch, &rows, now).await?;
+        metrics::counter!(m::EVENTS_STORED).increment(batch.len() as u64);
+        metrics::histogram!(m::EVENTS_STORE_SECONDS).record(start.elapsed().as_secs_f64());
+        if !rows.is_empty()
+            && let Some(w) = &self.webhooks
+        {
+            w.wake();
         }
+        Ok(())
     }
 }
 

@@ -114,6 +114,8 @@ pub(crate) struct Due {
 /// How an attempt ended, as written.
 #[derive(Clone, Debug)]
 pub(crate) struct Outcome {
+    /// The lease the attempt was made under: a late outcome of an expired lease changes nothing.
+    pub(crate) lease_until: i64,
     pub(crate) state: &'static str,
     pub(crate) attempt: i64,
     pub(crate) started_at: i64,
@@ -140,8 +142,9 @@ pub(crate) struct Store {
     storage: Storage,
 }
 
+/// The first `chars` characters, without NUL (which PostgreSQL refuses in text).
 fn truncate(s: &str, chars: usize) -> String {
-    s.chars().take(chars).collect()
+    s.chars().filter(|c| *c != '\0').take(chars).collect()
 }
 
 fn endpoint_from_row<R: Row>(r: &R) -> Result<EndpointRecord, sqlx::Error>
@@ -225,7 +228,7 @@ impl Store {
                         .bind(e.time.timestamp_millis())
                         .bind(e.ty.clone())
                         .bind(e.subject.as_deref().map(|s| truncate(s, 255)))
-                        .bind(e.node.clone())
+                        .bind(truncate(&e.node, 255))
                         .bind(e.to_json());
                 }
                 q.execute(&mut *tx).await?;
@@ -324,7 +327,13 @@ impl Store {
             "DELETE FROM rtcplane_events WHERE time_ms < ? AND NOT EXISTS \
              (SELECT 1 FROM rtcplane_webhook_deliveries d WHERE d.event_id = rtcplane_events.id AND d.finished_at IS NULL)",
         );
+        let orphans = s.sql(
+            "UPDATE rtcplane_webhook_deliveries SET state = 'dead', finished_at = ?, lease_owner = NULL, lease_until = NULL, \
+             last_error = 'endpoint deleted' WHERE finished_at IS NULL AND endpoint_id NOT IN (SELECT id FROM rtcplane_webhook_endpoints)",
+        );
+        let now = chrono::Utc::now().timestamp_millis();
         with_pool!(s, p => async {
+            sqlx::query(orphans).bind(now).execute(p).await?;
             sqlx::query(attempts).bind(cutoff).execute(p).await?;
             let d = sqlx::query(deliveries).bind(cutoff).execute(p).await?.rows_affected();
             let e = sqlx::query(events).bind(cutoff).execute(p).await?.rows_affected();
@@ -450,8 +459,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let s = &self.storage;
+        // Still due when claimed: another node may have attempted it (and set a later retry) meanwhile.
         const HEAD: &str = "UPDATE rtcplane_webhook_deliveries SET state = 'delivering', lease_owner = ?, lease_until = ? \
-             WHERE (state = 'pending' OR (state = 'delivering' AND lease_until < ?)) AND id IN (";
+             WHERE ((state = 'pending' AND next_attempt_at <= ?) OR (state = 'delivering' AND lease_until < ?)) AND id IN (";
         match s.backend() {
             Backend::MySql => {
                 let update = s.sql_list(HEAD, ids.len(), ")");
@@ -462,7 +472,7 @@ impl Store {
                     ")",
                 );
                 with_pool!(s, p => async {
-                    let mut q = sqlx::query(update).bind(node).bind(lease_until).bind(now);
+                    let mut q = sqlx::query(update).bind(node).bind(lease_until).bind(now).bind(now);
                     for id in ids {
                         q = q.bind(id);
                     }
@@ -477,7 +487,7 @@ impl Store {
             Backend::Sqlite | Backend::Postgres => {
                 let sql = s.sql_list(HEAD, ids.len(), ") RETURNING id");
                 with_pool!(s, p => {
-                    let mut q = sqlx::query_scalar::<_, i64>(sql).bind(node).bind(lease_until).bind(now);
+                    let mut q = sqlx::query_scalar::<_, i64>(sql).bind(node).bind(lease_until).bind(now).bind(now);
                     for id in ids {
                         q = q.bind(id);
                     }
@@ -503,12 +513,12 @@ impl Store {
                 let update = s.sql(
                     "UPDATE rtcplane_webhook_deliveries SET state = ?, attempts = ?, next_attempt_at = ?, last_attempt_at = ?, \
                      last_status = ?, last_error = ?, last_latency_ms = ?, finished_at = ?, lease_owner = NULL, lease_until = NULL \
-                     WHERE id = ? AND state = 'delivering' AND lease_owner = ?",
+                     WHERE id = ? AND state = 'delivering' AND lease_owner = ? AND lease_until = ?",
                 );
                 sqlx::query(update)
                     .bind(o.state).bind(o.attempt).bind(o.next_attempt_at).bind(o.started_at)
                     .bind(o.status).bind(o.error.as_deref()).bind(o.latency_ms).bind(o.finished_at)
-                    .bind(*id).bind(node)
+                    .bind(*id).bind(node).bind(o.lease_until)
                     .execute(&mut *tx).await?;
             }
             for chunk in outcomes.chunks(ROWS_PER_INSERT) {

@@ -342,7 +342,14 @@ impl Webhooks {
         if self.shared.store.endpoint(&id).await?.is_some() {
             return Err(WebhookError::Conflict(id));
         }
-        self.shared.store.insert_endpoint(&record).await?;
+        match self.shared.store.insert_endpoint(&record).await {
+            Ok(()) => {}
+            // Created concurrently under the same id.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(WebhookError::Conflict(id));
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.reload().await?;
         Ok((record, secret))
     }
@@ -517,6 +524,12 @@ fn check(record: &EndpointRecord) -> Result<(), WebhookError> {
             message: "must be 1 to 1000".into(),
         });
     }
+    if record.secret.len() > 255 {
+        return Err(WebhookError::Invalid {
+            field: "secret",
+            message: "is longer than 255 bytes".into(),
+        });
+    }
     if record.description.len() > 1024 {
         return Err(WebhookError::Invalid {
             field: "description",
@@ -625,7 +638,7 @@ async fn round(
             let shutdown = shutdown.clone();
             let outcomes = outcomes.clone();
             tasks.spawn(async move {
-                let outcome = attempt(&webhooks, &live, &d, &shutdown).await;
+                let outcome = attempt(&webhooks, &live, &d, lease_until, &shutdown).await;
                 drop(permit);
                 if let Some(o) = outcome {
                     let _ = outcomes.send((d.id, o)).await;
@@ -672,6 +685,7 @@ async fn attempt(
     webhooks: &Webhooks,
     live: &Live,
     d: &Due,
+    lease_until: i64,
     shutdown: &CancellationToken,
 ) -> Option<Outcome> {
     let s = &webhooks.shared;
@@ -750,6 +764,7 @@ async fn attempt(
         tracing::debug!(endpoint = %live.record.id, delivery = d.id, attempt, error = error.as_deref().unwrap_or_default(), "webhook delivery failed; will retry");
     }
     Some(Outcome {
+        lease_until,
         state,
         attempt,
         started_at,

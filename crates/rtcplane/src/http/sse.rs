@@ -94,6 +94,8 @@ pub(crate) async fn events(
         filter,
         phase,
         replayed: HashSet::new(),
+        // A minute of slack for clocks of other nodes and events queued before the subscription.
+        live_horizon: chrono::Utc::now() - chrono::Duration::seconds(60),
         queue,
     };
     let events = stream::unfold(state, |mut st| async move {
@@ -116,8 +118,11 @@ struct StreamState {
     log: EventLog,
     filter: TypeFilter,
     phase: Phase,
-    /// Ids sent during the replay, so the same events arriving live are not sent twice.
+    /// Ids of recent events sent during the replay, so the same events arriving live are not sent twice.
+    /// Only events from around the subscription on can arrive live, so older ones are not kept (bounded).
     replayed: HashSet<Uuid>,
+    /// Events older than this cannot come live any more.
+    live_horizon: chrono::DateTime<chrono::Utc>,
     queue: VecDeque<SseEvent>,
 }
 
@@ -137,7 +142,9 @@ impl StreamState {
                         self.phase = Phase::Replay(rows.last().map_or(after, |(seq, _)| *seq));
                         for (_, event) in rows {
                             if self.filter.matches(&event.ty) {
-                                self.replayed.insert(event.id);
+                                if event.time >= self.live_horizon {
+                                    self.replayed.insert(event.id);
+                                }
                                 self.queue.push_back(message(&event));
                             }
                         }
