@@ -290,6 +290,8 @@ impl Config {
                 .with_list_parse_key("turn.listen_tls")
                 .with_list_parse_key("turn.static_users")
                 .with_list_parse_key("turn.static_auth_secrets")
+                .with_list_parse_key("turn.rest_api_keys")
+                .with_list_parse_key("turn.rest_uris")
                 .with_list_parse_key("turn.allowed_peer_ip")
                 .with_list_parse_key("turn.denied_peer_ip")
                 .source(Some(env)),

@@ -62,8 +62,8 @@ pub(crate) async fn start_enabled(config: &Config, ctx: &Context) -> anyhow::Res
         .await?;
         started.push(Started {
             name: "turn",
-            public: None,
-            admin: None,
+            public: Some(turn.public_router()),
+            admin: Some(turn.admin_router()),
             ready: crate::readiness::probe(move || {
                 let r = turn.ready();
                 async move { r }

@@ -873,3 +873,106 @@ async fn family_credential_and_capacity_errors() -> anyhow::Result<()> {
     assert_eq!(error_code(&resp), Some(441));
     Ok(())
 }
+
+#[tokio::test]
+async fn rest_credentials_endpoint_and_allocations_admin_api() -> anyhow::Result<()> {
+    let port = free_dual_port();
+    let server = turn_server(port)
+        .env("RTCPLANE__TURN__STATIC_AUTH_SECRETS", "rest-secret")
+        .env("RTCPLANE__TURN__REST_API_KEYS", "backend-key-0123456789")
+        .env("RTCPLANE__TURN__EXTERNAL_IP", "203.0.113.10")
+        .start()
+        .await?;
+    let url = server.public_url("/api/v1/turn/credentials?username=alice&ttl=600");
+    // No key, a wrong key: 401; a bad ttl: 400.
+    assert_eq!(support::get(&url).await?.status(), 401);
+    let wrong = support::client()
+        .get(&url)
+        .header("X-API-Key", "nope")
+        .send()
+        .await?;
+    assert_eq!(wrong.status(), 401);
+    let bad_ttl = support::client()
+        .get(server.public_url("/api/v1/turn/credentials?username=a&ttl=99999999"))
+        .header("X-API-Key", "backend-key-0123456789")
+        .send()
+        .await?;
+    assert_eq!(bad_ttl.status(), 400);
+    let creds: serde_json::Value = support::client()
+        .get(&url)
+        .header("Authorization", "Bearer backend-key-0123456789")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let username = creds["username"].as_str().context("username")?.to_owned();
+    let password = creds["password"].as_str().context("password")?.to_owned();
+    assert!(username.ends_with(":alice"), "{creds}");
+    assert_eq!(creds["ttl"], 600);
+    assert_eq!(
+        creds["uris"][0],
+        format!("turn:203.0.113.10:{port}?transport=udp")
+    );
+
+    // The credentials allocate (long-term key of the REST username and password).
+    let c = Raw::new(port).await?;
+    let udp = |e: &mut Encoder<'_>| {
+        e.requested_transport(attr::TRANSPORT_UDP);
+    };
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(udp, None))
+        .await?;
+    let nonce = Message::decode(&resp)?
+        .nonce()?
+        .context("nonce")?
+        .to_owned();
+    let key = LongTermKey::derive(PasswordAlgorithm::Md5, &username, REALM, &password);
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(udp, Some((&username, REALM, &nonce, &key))))
+        .await?;
+    assert_eq!(
+        Message::decode(&resp)?.class,
+        Class::Success,
+        "{:?}",
+        error_code(&resp)
+    );
+
+    // The admin API lists it, filters by user, shows it, and ends it now.
+    let list: serde_json::Value = support::get(server.admin_url("/api/v1/turn/allocations"))
+        .await?
+        .json()
+        .await?;
+    let a = &list["allocations"][0];
+    assert_eq!(a["user"], username.as_str());
+    assert_eq!(a["client"], c.socket.local_addr()?.to_string());
+    let id = a["id"].as_str().context("id")?.to_owned();
+    let none: serde_json::Value =
+        support::get(server.admin_url("/api/v1/turn/allocations?user=bob"))
+            .await?
+            .json()
+            .await?;
+    assert_eq!(none["allocations"].as_array().map(Vec::len), Some(0));
+    let one = support::get(server.admin_url(&format!("/api/v1/turn/allocations/{id}"))).await?;
+    assert_eq!(one.status(), 200);
+    let killed = support::client()
+        .delete(server.admin_url(&format!("/api/v1/turn/allocations/{id}")))
+        .send()
+        .await?;
+    assert_eq!(killed.status(), 204);
+    let after: serde_json::Value = support::get(server.admin_url("/api/v1/turn/allocations"))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(after["allocations"].as_array().map(Vec::len), Some(0));
+    // The client's next Refresh finds no allocation (437).
+    let resp = c
+        .transact(&Req::new(Method::REFRESH).build(|_| {}, Some((&username, REALM, &nonce, &key))))
+        .await?;
+    assert_eq!(error_code(&resp), Some(437));
+    let again = support::client()
+        .delete(server.admin_url(&format!("/api/v1/turn/allocations/{id}")))
+        .send()
+        .await?;
+    assert_eq!(again.status(), 404);
+    Ok(())
+}

@@ -44,6 +44,19 @@ pub struct Config {
     /// TURN REST API shared secrets (coturn `static-auth-secret`); several for rotation.
     #[serde(deserialize_with = "string_list")]
     pub static_auth_secrets: Vec<String>,
+    /// API keys for `GET /api/v1/turn/credentials` on the public listener (header `X-API-Key` or
+    /// `Authorization: Bearer`); empty: the endpoint is off. Needs `static_auth_secrets`.
+    #[serde(deserialize_with = "string_list")]
+    pub rest_api_keys: Vec<String>,
+    /// Validity of issued credentials when the request asks for none.
+    #[serde(with = "humantime_serde")]
+    pub rest_ttl: Duration,
+    /// Longest validity a request may ask for.
+    #[serde(with = "humantime_serde")]
+    pub rest_max_ttl: Duration,
+    /// URIs returned with credentials; empty: built from external_ip (else relay_ip) and the listeners' ports.
+    #[serde(deserialize_with = "string_list")]
+    pub rest_uris: Vec<String>,
     /// Users from the `turn_users` table of the main store (managed with `rtcplane turn user …`).
     pub database_users: bool,
     /// Allow relaying to 127.0.0.0/8 and ::1 (coturn `allow-loopback-peers`).
@@ -84,6 +97,10 @@ impl Default for Config {
             max_port: 65535,
             static_users: Vec::new(),
             static_auth_secrets: Vec::new(),
+            rest_api_keys: Vec::new(),
+            rest_ttl: Duration::from_secs(24 * 3600),
+            rest_max_ttl: Duration::from_secs(7 * 24 * 3600),
+            rest_uris: Vec::new(),
             database_users: true,
             allow_loopback_peers: false,
             allowed_peer_ip: Vec::new(),
@@ -204,6 +221,32 @@ impl Config {
         }
         if self.static_auth_secrets.iter().any(String::is_empty) {
             return Err(err("static_auth_secrets", "secrets must not be empty"));
+        }
+        if !self.rest_api_keys.is_empty() && self.static_auth_secrets.is_empty() {
+            return Err(err(
+                "rest_api_keys",
+                "the credentials endpoint signs with static_auth_secrets, which is empty",
+            ));
+        }
+        if self.rest_api_keys.iter().any(|k| k.len() < 16) {
+            return Err(err(
+                "rest_api_keys",
+                "each key must be at least 16 characters",
+            ));
+        }
+        if self.rest_ttl < Duration::from_secs(1) || self.rest_ttl > self.rest_max_ttl {
+            return Err(err(
+                "rest_ttl",
+                "must be at least 1s and at most rest_max_ttl",
+            ));
+        }
+        for u in &self.rest_uris {
+            if !(u.starts_with("turn:") || u.starts_with("turns:") || u.starts_with("stun:")) {
+                return Err(err(
+                    "rest_uris",
+                    format!("{u:?} is not a turn:, turns: or stun: URI"),
+                ));
+            }
         }
         for (key, list) in [
             ("allowed_peer_ip", &self.allowed_peer_ip),

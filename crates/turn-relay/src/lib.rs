@@ -10,6 +10,7 @@
 mod allocation;
 mod auth;
 mod config;
+mod http;
 mod metrics;
 mod policy;
 mod server;
@@ -55,6 +56,7 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct Turn {
     server: Arc<server::Server>,
+    rest: Arc<http::Rest>,
     udp: Vec<SocketAddr>,
     tcp: Vec<SocketAddr>,
     tls: Vec<SocketAddr>,
@@ -83,6 +85,16 @@ impl Turn {
     /// Bound TLS listener addresses.
     pub fn tls_addrs(&self) -> &[SocketAddr] {
         &self.tls
+    }
+
+    /// `GET /api/v1/turn/credentials` (TURN REST API credentials, API key), for the public listener.
+    pub fn public_router(&self) -> axum::Router {
+        http::public_router(self.rest.clone())
+    }
+
+    /// `/api/v1/turn/allocations` (list, show, delete), for the admin listener.
+    pub fn admin_router(&self) -> axum::Router {
+        http::admin_router(self.server.clone())
     }
 
     /// Active allocations.
@@ -237,8 +249,10 @@ pub async fn start(
         }
     });
     tracing::info!(udp = ?udp, tcp = ?tcp, tls = ?tls_addrs, relay_ip = %relay.ip4, realm = %config.realm, "turn: relaying");
+    let rest = Arc::new(http::Rest::new(&config, &udp, &tcp, &tls_addrs));
     Ok(Turn {
         server,
+        rest,
         udp,
         tcp,
         tls: tls_addrs,

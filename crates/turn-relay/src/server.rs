@@ -946,6 +946,51 @@ impl Server {
         );
     }
 
+    /// Allocations as the admin API shows them, of one user if given, oldest first.
+    pub(crate) fn views(&self, user: Option<&str>) -> Vec<crate::http::AllocationView> {
+        let now = Instant::now();
+        let mut out: Vec<(u64, crate::http::AllocationView)> = self
+            .allocations
+            .iter()
+            .filter(|a| user.is_none_or(|u| a.username == u))
+            .map(|a| {
+                (
+                    a.id,
+                    crate::http::AllocationView {
+                        id: a.id.to_string(),
+                        user: a.username.clone(),
+                        realm: a.realm.clone(),
+                        client: a.tuple.client.to_string(),
+                        server: a.tuple.server.to_string(),
+                        transport: a.tuple.transport.as_str().to_owned(),
+                        relayed: a.relays.iter().map(|r| r.announced.to_string()).collect(),
+                        age_secs: a.created.elapsed().as_secs(),
+                        expires_in_secs: a.expires_at().saturating_duration_since(now).as_secs(),
+                        counters: a.counters.json(),
+                    },
+                )
+            })
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Ends allocation `id` now (admin); false if there is none.
+    pub(crate) fn kill(&self, id: u64) -> bool {
+        let found = self
+            .allocations
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| a.value().clone());
+        match found {
+            Some(alloc) => {
+                self.delete(&alloc, "admin");
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes an allocation (once), stops its tasks and announces its totals.
     pub(crate) fn delete(&self, alloc: &Arc<Allocation>, reason: &str) {
         let removed = self

@@ -1,0 +1,346 @@
+//! The relay's HTTP surface: `GET /api/v1/turn/credentials` (public, API key) answering the TURN REST API
+//! JSON `{username, password, ttl, uris}` that WebRTC backends hand to browsers, and the admin
+//! `/api/v1/turn/allocations` (list, filter by user, show, delete = end it now).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::Config;
+use crate::server::Server;
+
+/// What the credentials endpoint needs.
+#[derive(Debug)]
+pub(crate) struct Rest {
+    api_keys: Vec<String>,
+    secret: Option<String>,
+    ttl: u64,
+    max_ttl: u64,
+    uris: Vec<String>,
+}
+
+impl Rest {
+    pub(crate) fn new(
+        config: &Config,
+        udp: &[SocketAddr],
+        tcp: &[SocketAddr],
+        tls: &[SocketAddr],
+    ) -> Self {
+        let uris = if config.rest_uris.is_empty() {
+            derive_uris(config, udp, tcp, tls)
+        } else {
+            config.rest_uris.clone()
+        };
+        Self {
+            api_keys: config.rest_api_keys.clone(),
+            secret: config.static_auth_secrets.first().cloned(),
+            ttl: config.rest_ttl.as_secs(),
+            max_ttl: config.rest_max_ttl.as_secs(),
+            uris,
+        }
+    }
+}
+
+/// `turn:<host>:<port>?transport=udp|tcp` and `turns:…` from the announced host and the listeners.
+fn derive_uris(
+    config: &Config,
+    udp: &[SocketAddr],
+    tcp: &[SocketAddr],
+    tls: &[SocketAddr],
+) -> Vec<String> {
+    let host = [&config.external_ip, &config.relay_ip]
+        .into_iter()
+        .find(|h| !h.is_empty())
+        .cloned()
+        .or_else(|| {
+            udp.iter()
+                .chain(tcp)
+                .map(SocketAddr::ip)
+                .find(|ip| !ip.is_unspecified())
+                .map(|ip| ip.to_string())
+        });
+    let Some(host) = host else {
+        return Vec::new();
+    };
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let mut uris = Vec::new();
+    let mut push = |u: String| {
+        if !uris.contains(&u) {
+            uris.push(u);
+        }
+    };
+    for a in udp {
+        push(format!("turn:{host}:{}?transport=udp", a.port()));
+    }
+    for a in tcp {
+        push(format!("turn:{host}:{}?transport=tcp", a.port()));
+    }
+    for a in tls {
+        push(format!("turns:{host}:{}?transport=tcp", a.port()));
+    }
+    uris
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
+}
+
+/// The query of the credentials endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CredentialsQuery {
+    /// The application's user id (no `:`).
+    username: Option<String>,
+    /// Seconds of validity (default `turn.rest_ttl`, at most `turn.rest_max_ttl`).
+    ttl: Option<u64>,
+    /// Some clients send `service=turn` (the original draft); accepted and ignored.
+    #[allow(dead_code)]
+    service: Option<String>,
+    /// `key=` as in the draft, for clients that cannot send headers.
+    key: Option<String>,
+}
+
+/// TURN REST API credentials.
+#[derive(Debug, Serialize)]
+pub(crate) struct Credentials {
+    username: String,
+    password: String,
+    ttl: u64,
+    uris: Vec<String>,
+}
+
+fn presented_key<'a>(headers: &'a HeaderMap, query_key: Option<&'a str>) -> Option<&'a str> {
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k);
+    }
+    if let Some(k) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some(k);
+    }
+    query_key
+}
+
+/// Constant-time equality of two byte strings (length leaks, content does not).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn credentials(
+    State(rest): State<Arc<Rest>>,
+    headers: HeaderMap,
+    query: Result<Query<CredentialsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if rest.api_keys.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "disabled",
+            "TURN REST credentials are off (turn.rest_api_keys is empty)",
+        );
+    }
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let Some(key) = presented_key(&headers, q.key.as_deref()) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the API key in X-API-Key (or Authorization: Bearer)",
+        );
+    };
+    if !rest
+        .api_keys
+        .iter()
+        .any(|k| same(k.as_bytes(), key.as_bytes()))
+    {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key");
+    }
+    let user = q.username.unwrap_or_default();
+    if user.len() > 256 || user.contains(':') || user.chars().any(char::is_control) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "username must be at most 256 characters, without `:` or control characters",
+        );
+    }
+    let ttl = q.ttl.unwrap_or(rest.ttl);
+    if ttl == 0 || ttl > rest.max_ttl {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "ttl must be 1 to {} seconds (turn.rest_max_ttl)",
+                rest.max_ttl
+            ),
+        );
+    }
+    let Some(secret) = &rest.secret else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "disabled",
+            "no turn.static_auth_secrets",
+        );
+    };
+    let expiry = chrono::Utc::now()
+        .timestamp()
+        .saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
+    let username = if user.is_empty() {
+        expiry.to_string()
+    } else {
+        format!("{expiry}:{user}")
+    };
+    let password = crate::auth::rest_password(secret, &username);
+    let mut resp = Json(Credentials {
+        username,
+        password,
+        ttl,
+        uris: rest.uris.clone(),
+    })
+    .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// The public routes.
+pub(crate) fn public_router(rest: Arc<Rest>) -> Router {
+    Router::new()
+        .route("/api/v1/turn/credentials", get(credentials))
+        .with_state(rest)
+}
+
+/// One allocation, as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct AllocationView {
+    /// Its id (as in `turn.allocation.*` events).
+    pub id: String,
+    /// The authenticated user.
+    pub user: String,
+    /// The realm.
+    pub realm: String,
+    /// Client address as the server sees it.
+    pub client: String,
+    /// The listener it came in on.
+    pub server: String,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: String,
+    /// Relayed addresses announced to the client.
+    pub relayed: Vec<String>,
+    /// Seconds since it was created.
+    pub age_secs: u64,
+    /// Seconds until it expires unless refreshed.
+    pub expires_in_secs: u64,
+    /// Packets and bytes both ways.
+    pub counters: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    user: Option<String>,
+}
+
+async fn list(
+    State(server): State<Arc<Server>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let allocations = server.views(q.user.as_deref());
+    Json(serde_json::json!({ "allocations": allocations })).into_response()
+}
+
+async fn show(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
+    match server.views(None).into_iter().find(|a| a.id == id) {
+        Some(a) => Json(a).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no allocation {id:?}"),
+        ),
+    }
+}
+
+async fn kill(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
+    let Ok(n) = id.parse::<u64>() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no allocation {id:?}"),
+        );
+    };
+    if server.kill(n) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no allocation {id:?}"),
+        )
+    }
+}
+
+/// The admin routes.
+pub(crate) fn admin_router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/api/v1/turn/allocations", get(list))
+        .route("/api/v1/turn/allocations/{id}", get(show).delete(kill))
+        .with_state(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_from_the_announced_address_and_listeners() {
+        let config = Config {
+            external_ip: "203.0.113.10".into(),
+            ..Config::default()
+        };
+        let a = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert_eq!(
+            derive_uris(
+                &config,
+                &[a("0.0.0.0:3478")],
+                &[a("0.0.0.0:3478")],
+                &[a("0.0.0.0:5349")]
+            ),
+            vec![
+                "turn:203.0.113.10:3478?transport=udp",
+                "turn:203.0.113.10:3478?transport=tcp",
+                "turns:203.0.113.10:5349?transport=tcp"
+            ]
+        );
+        let v6 = Config {
+            relay_ip: "2001:db8::1".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            derive_uris(&v6, &[a("[::]:3478")], &[], &[]),
+            vec!["turn:[2001:db8::1]:3478?transport=udp"]
+        );
+        assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"ab"));
+    }
+}
