@@ -976,3 +976,45 @@ async fn rest_credentials_endpoint_and_allocations_admin_api() -> anyhow::Result
     assert_eq!(again.status(), 404);
     Ok(())
 }
+
+#[tokio::test]
+async fn user_and_total_quotas_answer_486() -> anyhow::Result<()> {
+    let port = free_dual_port();
+    let _server = turn_server(port)
+        .env(
+            "RTCPLANE__TURN__STATIC_USERS",
+            format!("{USER}:{PASS},second:secondpass,third:thirdpass"),
+        )
+        .env("RTCPLANE__TURN__USER_QUOTA", "1")
+        .env("RTCPLANE__TURN__TOTAL_QUOTA", "2")
+        .start()
+        .await?;
+    let udp = |e: &mut Encoder<'_>| {
+        e.requested_transport(attr::TRANSPORT_UDP);
+    };
+    // Each allocation from its own client socket (its own 5-tuple).
+    let allocate = |user: &'static str, pass: &'static str| async move {
+        let c = Raw::new(port).await?;
+        let resp = c
+            .transact(&Req::new(Method::ALLOCATE).build(udp, None))
+            .await?;
+        let nonce = Message::decode(&resp)?
+            .nonce()?
+            .context("nonce")?
+            .to_owned();
+        let key = LongTermKey::derive(PasswordAlgorithm::Md5, user, REALM, pass);
+        let resp = c
+            .transact(&Req::new(Method::ALLOCATE).build(udp, Some((user, REALM, &nonce, &key))))
+            .await?;
+        anyhow::Ok((c, error_code(&resp)))
+    };
+    let (_a, first) = allocate(USER, PASS).await?;
+    assert_eq!(first, None, "the first allocation of a user succeeds");
+    let (_b, second) = allocate(USER, PASS).await?;
+    assert_eq!(second, Some(486), "user_quota = 1");
+    let (_c, other) = allocate("second", "secondpass").await?;
+    assert_eq!(other, None, "another user still has room");
+    let (_d, third) = allocate("third", "thirdpass").await?;
+    assert_eq!(third, Some(486), "total_quota = 2, whoever asks");
+    Ok(())
+}

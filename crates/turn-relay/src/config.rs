@@ -44,6 +44,10 @@ pub struct Config {
     /// TURN REST API shared secrets (coturn `static-auth-secret`); several for rotation.
     #[serde(deserialize_with = "string_list")]
     pub static_auth_secrets: Vec<String>,
+    /// Concurrent allocations per user (coturn `user-quota`); 0 = unlimited. Beyond it: 486.
+    pub user_quota: u32,
+    /// Concurrent allocations on this node (coturn `total-quota`); 0 = unlimited. Beyond it: 486.
+    pub total_quota: u32,
     /// API keys for `GET /api/v1/turn/credentials` on the public listener (header `X-API-Key` or
     /// `Authorization: Bearer`); empty: the endpoint is off. Needs `static_auth_secrets`.
     #[serde(deserialize_with = "string_list")]
@@ -97,6 +101,8 @@ impl Default for Config {
             max_port: 65535,
             static_users: Vec::new(),
             static_auth_secrets: Vec::new(),
+            user_quota: 0,
+            total_quota: 0,
             rest_api_keys: Vec::new(),
             rest_ttl: Duration::from_secs(24 * 3600),
             rest_max_ttl: Duration::from_secs(7 * 24 * 3600),

@@ -201,6 +201,8 @@ pub async fn start(
         default_lifetime: config.default_lifetime,
         max_lifetime: config.max_lifetime,
         software: config.software.clone(),
+        user_quota: config.user_quota as usize,
+        total_quota: config.total_quota as usize,
     };
     let server = Arc::new(server::Server::new(
         creds,

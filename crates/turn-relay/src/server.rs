@@ -50,6 +50,10 @@ pub(crate) struct Limits {
     pub(crate) default_lifetime: Duration,
     pub(crate) max_lifetime: Duration,
     pub(crate) software: String,
+    /// Concurrent allocations per user; 0 = unlimited.
+    pub(crate) user_quota: usize,
+    /// Concurrent allocations on this node; 0 = unlimited.
+    pub(crate) total_quota: usize,
 }
 
 /// Shared state of the relay.
@@ -508,6 +512,31 @@ impl Server {
                 return self.error(msg, ErrorCode::UNSUPPORTED_TRANSPORT, Some(&auth), |_| {});
             }
             _ => return self.error(msg, ErrorCode::BAD_REQUEST, Some(&auth), |_| {}),
+        }
+        // Quotas (coturn total-quota / user-quota): 486 Allocation Quota Reached.
+        if self.limits.total_quota > 0 && self.allocations.len() >= self.limits.total_quota {
+            return self.error(
+                msg,
+                ErrorCode::ALLOCATION_QUOTA_REACHED,
+                Some(&auth),
+                |_| {},
+            );
+        }
+        if self.limits.user_quota > 0
+            && self
+                .allocations
+                .iter()
+                .filter(|a| a.username == auth.username)
+                .take(self.limits.user_quota)
+                .count()
+                >= self.limits.user_quota
+        {
+            return self.error(
+                msg,
+                ErrorCode::ALLOCATION_QUOTA_REACHED,
+                Some(&auth),
+                |_| {},
+            );
         }
         if msg.dont_fragment() {
             // We cannot set DF on relayed datagrams without unsafe socket options: RFC 8656 §7.2 says to
