@@ -974,6 +974,48 @@ async fn rest_credentials_endpoint_and_allocations_admin_api() -> anyhow::Result
         .send()
         .await?;
     assert_eq!(again.status(), 404);
+
+    // Database users through the admin API (what `rtcplane turn user` does), used by a real allocation.
+    let users = server.admin_url("/api/v1/turn/users");
+    let added = support::client()
+        .post(&users)
+        .json(&serde_json::json!({"name": "api-user", "password": "api-pass"}))
+        .send()
+        .await?;
+    assert_eq!(added.status(), 201);
+    let bad = support::client()
+        .post(&users)
+        .json(&serde_json::json!({"name": "x", "password": ""}))
+        .send()
+        .await?;
+    assert_eq!(bad.status(), 400);
+    let list: serde_json::Value = support::get(&users).await?.json().await?;
+    assert_eq!(list["users"][0]["name"], "api-user");
+    assert_eq!(list["users"][0]["realm"], REALM);
+    assert!(!list.to_string().contains("api-pass"));
+    let c2 = Raw::new(port).await?;
+    let resp = c2
+        .transact(&Req::new(Method::ALLOCATE).build(udp, None))
+        .await?;
+    let nonce = Message::decode(&resp)?
+        .nonce()?
+        .context("nonce")?
+        .to_owned();
+    let key = LongTermKey::derive(PasswordAlgorithm::Md5, "api-user", REALM, "api-pass");
+    let resp = c2
+        .transact(&Req::new(Method::ALLOCATE).build(udp, Some(("api-user", REALM, &nonce, &key))))
+        .await?;
+    assert_eq!(error_code(&resp), None, "an API-added user allocates");
+    let removed = support::client()
+        .delete(server.admin_url("/api/v1/turn/users/api-user"))
+        .send()
+        .await?;
+    assert_eq!(removed.status(), 204);
+    let gone = support::client()
+        .delete(server.admin_url("/api/v1/turn/users/api-user"))
+        .send()
+        .await?;
+    assert_eq!(gone.status(), 404);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The relay's HTTP surface: `GET /api/v1/turn/credentials` (public, API key) answering the TURN REST API
 //! JSON `{username, password, ttl, uris}` that WebRTC backends hand to browsers, and the admin
-//! `/api/v1/turn/allocations` (list, filter by user, show, delete = end it now).
+//! `/api/v1/turn/allocations` (list, filter by user, show, delete = end it now) and `/api/v1/turn/users` (the
+//! database users of `rtcplane turn user`: list, add or change, remove).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -301,12 +302,111 @@ async fn kill(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Resp
     }
 }
 
+/// What the users API needs.
+#[derive(Clone, Debug)]
+pub(crate) struct UsersState {
+    pub(crate) storage: rtcplane_storage::Storage,
+    pub(crate) realm: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RealmQuery {
+    realm: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    realm: Option<String>,
+}
+
+fn users_error(e: &crate::users::UserError) -> Response {
+    match e {
+        crate::users::UserError::Invalid(m) => error(StatusCode::BAD_REQUEST, "invalid", m.clone()),
+        crate::users::UserError::Query { .. } => {
+            tracing::error!(error = %e, "turn users");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the server log",
+            )
+        }
+    }
+}
+
+async fn list_users(
+    State(s): State<UsersState>,
+    query: Result<Query<RealmQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    match crate::users::list(&s.storage, q.realm.as_deref()).await {
+        Ok(users) => Json(serde_json::json!({ "users": users })).into_response(),
+        Err(e) => users_error(&e),
+    }
+}
+
+async fn add_user(
+    State(s): State<UsersState>,
+    body: Result<Json<NewUser>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(u) = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), "bad_request", e.body_text()),
+    };
+    let realm = u.realm.unwrap_or_else(|| s.realm.clone());
+    match crate::users::add(&s.storage, &realm, &u.name, &u.password).await {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({"realm": realm, "name": u.name})),
+        )
+            .into_response(),
+        Err(e) => users_error(&e),
+    }
+}
+
+async fn delete_user(
+    State(s): State<UsersState>,
+    Path(name): Path<String>,
+    query: Result<Query<RealmQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let realm = q.realm.unwrap_or_else(|| s.realm.clone());
+    match crate::users::delete(&s.storage, &realm, &name).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no user {name:?} in realm {realm:?}"),
+        ),
+        Err(e) => users_error(&e),
+    }
+}
+
 /// The admin routes.
-pub(crate) fn admin_router(server: Arc<Server>) -> Router {
+pub(crate) fn admin_router(server: Arc<Server>, users: UsersState) -> Router {
     Router::new()
         .route("/api/v1/turn/allocations", get(list))
         .route("/api/v1/turn/allocations/{id}", get(show).delete(kill))
         .with_state(server)
+        .merge(
+            Router::new()
+                .route("/api/v1/turn/users", get(list_users).post(add_user))
+                .route(
+                    "/api/v1/turn/users/{name}",
+                    axum::routing::delete(delete_user),
+                )
+                .with_state(users),
+        )
 }
 
 #[cfg(test)]

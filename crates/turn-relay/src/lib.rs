@@ -57,6 +57,7 @@ pub enum StartError {
 pub struct Turn {
     server: Arc<server::Server>,
     rest: Arc<http::Rest>,
+    users: http::UsersState,
     udp: Vec<SocketAddr>,
     tcp: Vec<SocketAddr>,
     tls: Vec<SocketAddr>,
@@ -92,9 +93,9 @@ impl Turn {
         http::public_router(self.rest.clone())
     }
 
-    /// `/api/v1/turn/allocations` (list, show, delete), for the admin listener.
+    /// `/api/v1/turn/allocations` (list, show, delete) and `/api/v1/turn/users`, for the admin listener.
     pub fn admin_router(&self) -> axum::Router {
-        http::admin_router(self.server.clone())
+        http::admin_router(self.server.clone(), self.users.clone())
     }
 
     /// Active allocations.
@@ -252,9 +253,14 @@ pub async fn start(
     });
     tracing::info!(udp = ?udp, tcp = ?tcp, tls = ?tls_addrs, relay_ip = %relay.ip4, realm = %config.realm, "turn: relaying");
     let rest = Arc::new(http::Rest::new(&config, &udp, &tcp, &tls_addrs));
+    let users = http::UsersState {
+        storage: storage.clone(),
+        realm: config.realm.clone(),
+    };
     Ok(Turn {
         server,
         rest,
+        users,
         udp,
         tcp,
         tls: tls_addrs,
