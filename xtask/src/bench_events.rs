@@ -253,6 +253,12 @@ fn blast(port: u16, path: &'static str, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The median of a set of round results.
+pub(crate) fn med(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -296,10 +302,6 @@ pub(crate) fn events(root: &Path, rounds: u32) -> anyhow::Result<()> {
             samples[i].push(s);
         }
     }
-    let med = |mut v: Vec<f64>| -> f64 {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
     let ceiling = med(ceiling);
     let mut out = format!(
         "\nevents end to end: publish (POST /api/v1/events, {PUBLISHERS} connections) -> stored log + outbox -> signed webhook -> local receiver\n\

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 
-use crate::bench_events::{Client, percentile};
+use crate::bench_events::{Client, med, percentile};
 
 const CONNECTIONS: usize = 8;
 const SECONDS: u64 = 4;
@@ -236,10 +236,6 @@ pub(crate) fn hooks(root: &Path, rounds: u32) -> anyhow::Result<()> {
     let _ = ceiling.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let samples = result?;
-    let med = |mut v: Vec<f64>| -> f64 {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
     let ceiling_rps = med(samples[0].iter().map(|s| s.rps).collect());
     let mut out = format!(
         "\nSRS on_publish decisions: {CONNECTIONS} keep-alive connections, closed loop, {SECONDS} s per variant, medians of {rounds} rounds\n\n\

@@ -59,7 +59,6 @@ struct Inner {
     policy: Policy,
     keys: Keys,
     registry: Registry,
-    client: reqwest::Client,
     shutdown: CancellationToken,
 }
 
@@ -78,17 +77,11 @@ pub async fn start(
 ) -> Result<Gateway, StartError> {
     metrics::describe();
     let policy = Policy::new(&config).map_err(StartError)?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| StartError(e.to_string()))?;
     let gateway = Gateway {
         inner: Arc::new(Inner {
             registry: Registry::new(bus.publisher("hooks"), config.registry_ttl),
             keys: Keys::new(storage.clone()),
             policy,
-            client,
             shutdown: shutdown.clone(),
             allowed_sources: config
                 .allowed_sources
@@ -180,31 +173,6 @@ impl Gateway {
     }
 }
 
-fn peer(req: &Request) -> String {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
-}
-
-/// 403 unless the caller is in `hooks.allowed_sources` (when set).
-fn refuse_caller(g: &Gateway, req: &Request) -> Option<Response> {
-    if g.inner.allowed_sources.is_empty() {
-        return None;
-    }
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    if ip.is_some_and(|ip| policy::contains(&g.inner.allowed_sources, ip)) {
-        return None;
-    }
-    Some(error(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        "this address may not call the hook routes (hooks.allowed_sources)",
-    ))
-}
-
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
@@ -218,10 +186,47 @@ fn bad_request(server: ServerKind, e: &BadRequest) -> Response {
     error(StatusCode::BAD_REQUEST, "bad_request", e.0.clone())
 }
 
-async fn body(req: Request) -> Result<(HeaderMap, Bytes), Response> {
+/// A hook request as received: who called, with what body.
+struct Call {
+    /// The caller's address (the media server's identity when it sends none).
+    peer: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Call {
+    fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+    }
+}
+
+/// Reads a hook request: 403 unless the caller is in `hooks.allowed_sources` (when set), 413 for a body over
+/// `MAX_BODY`.
+async fn receive(g: &Gateway, req: Request) -> Result<Call, Response> {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if !g.inner.allowed_sources.is_empty()
+        && !ip.is_some_and(|ip| policy::contains(&g.inner.allowed_sources, ip))
+    {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this address may not call the hook routes (hooks.allowed_sources)",
+        ));
+    }
+    let peer = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let (parts, body) = req.into_parts();
     match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => Ok((parts.headers, b)),
+        Ok(body) => Ok(Call {
+            peer,
+            headers: parts.headers,
+            body,
+        }),
         Err(_) => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -230,41 +235,28 @@ async fn body(req: Request) -> Result<(HeaderMap, Bytes), Response> {
     }
 }
 
-fn content_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_owned()
-}
-
 /// `POST /hooks/srs`: answers 200 with `0` (allow) or a non-zero integer (deny); 400 for a malformed body.
 /// SRS heartbeats (`heartbeat { url …/hooks/srs; }`) may be sent here too: they keep that SRS's registry
 /// entries alive.
 async fn srs(State(g): State<Gateway>, req: Request) -> Response {
-    if let Some(r) = refuse_caller(&g, &req) {
-        return r;
-    }
-    let peer = peer(&req);
-    let (headers, bytes) = match body(req).await {
-        Ok(b) => b,
+    let call = match receive(&g, req).await {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    if let Some(server_id) = adapters::srs::parse_heartbeat(&bytes, &peer) {
+    if let Some(server_id) = adapters::srs::parse_heartbeat(&call.body, &call.peer) {
         g.inner.registry.touch_server(ServerKind::Srs, &server_id);
         return (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "0").into_response();
     }
-    let hook = match adapters::srs::parse(&bytes, &peer) {
+    let hook = match adapters::srs::parse(&call.body, &call.peer) {
         Ok(h) => h,
         Err(e) => return bad_request(ServerKind::Srs, &e),
     };
-    let ct = content_type(&headers);
     let decision = g
         .handle(
             &hook,
             Raw {
-                body: &bytes,
-                content_type: &ct,
+                body: &call.body,
+                content_type: call.content_type(),
             },
         )
         .await;
@@ -277,33 +269,33 @@ async fn srs(State(g): State<Gateway>, req: Request) -> Response {
 }
 
 /// `POST|GET /hooks/nginx-rtmp/{call}`: 200 allows, 302 + Location renames or relays, 403 denies.
-async fn nginx_rtmp(State(g): State<Gateway>, Path(call): Path<String>, req: Request) -> Response {
-    if let Some(r) = refuse_caller(&g, &req) {
-        return r;
-    }
-    let peer = peer(&req);
+async fn nginx_rtmp(
+    State(g): State<Gateway>,
+    Path(hook_name): Path<String>,
+    req: Request,
+) -> Response {
     let query = req.uri().query().unwrap_or_default().to_owned();
     let is_get = req.method() == Method::GET;
-    let (headers, bytes) = match body(req).await {
-        Ok(b) => b,
+    let call = match receive(&g, req).await {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    let form: &[u8] = if is_get { query.as_bytes() } else { &bytes };
-    let hook = match adapters::nginx_rtmp::parse(form, &call, &peer) {
+    // `notify_method get` puts the form in the query.
+    let (form, content_type): (&[u8], &str) = if is_get {
+        (query.as_bytes(), "application/x-www-form-urlencoded")
+    } else {
+        (&call.body, call.content_type())
+    };
+    let hook = match adapters::nginx_rtmp::parse(form, &hook_name, &call.peer) {
         Ok(h) => h,
         Err(e) => return bad_request(ServerKind::NginxRtmp, &e),
-    };
-    let ct = if is_get {
-        "application/x-www-form-urlencoded".to_owned()
-    } else {
-        content_type(&headers)
     };
     let decision = g
         .handle(
             &hook,
             Raw {
                 body: form,
-                content_type: &ct,
+                content_type,
             },
         )
         .await;
@@ -319,25 +311,20 @@ async fn nginx_rtmp(State(g): State<Gateway>, Path(call): Path<String>, req: Req
 
 /// `POST /hooks/mediamtx`: 200 allows, 401 denies.
 async fn mediamtx(State(g): State<Gateway>, req: Request) -> Response {
-    if let Some(r) = refuse_caller(&g, &req) {
-        return r;
-    }
-    let peer = peer(&req);
-    let (headers, bytes) = match body(req).await {
-        Ok(b) => b,
+    let call = match receive(&g, req).await {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    let hook = match adapters::mediamtx::parse(&bytes, &peer) {
+    let hook = match adapters::mediamtx::parse(&call.body, &call.peer) {
         Ok(h) => h,
         Err(e) => return bad_request(ServerKind::Mediamtx, &e),
     };
-    let ct = content_type(&headers);
     let decision = g
         .handle(
             &hook,
             Raw {
-                body: &bytes,
-                content_type: &ct,
+                body: &call.body,
+                content_type: call.content_type(),
             },
         )
         .await;
@@ -388,7 +375,15 @@ pub async fn kick(State(g): State<Gateway>, Path(id): Path<String>) -> Response 
             axum::Json(serde_json::json!({"method": "next_update", "message": "nginx-rtmp drops the publisher when its next on_update is answered 403 (notify_update_timeout)"})),
         )
             .into_response(),
-        Ok(KickPlan::SrsApi(url)) => match g.inner.client.delete(&url).send().await {
+        Ok(KickPlan::SrsApi(url)) => match g
+            .inner
+            .policy
+            .client()
+            .delete(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
             Ok(r) if r.status().is_success() => (
                 StatusCode::ACCEPTED,
                 axum::Json(serde_json::json!({"method": "srs_api", "url": url})),

@@ -199,3 +199,23 @@ pub(crate) fn split_stream(s: &str) -> (String, Vec<(String, String)>) {
         None => (s.to_owned(), Vec::new()),
     }
 }
+
+/// A JSON field as text: strings as they are, numbers printed (SRS sent `client_id` as a number before v4).
+pub(crate) fn json_text(v: &serde_json::Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The `ip` field of a JSON hook: absent or empty is none, anything else must be an address.
+pub(crate) fn json_ip(v: &serde_json::Value) -> Result<Option<IpAddr>, BadRequest> {
+    match json_text(v, "ip") {
+        Some(s) if !s.is_empty() => s
+            .parse()
+            .map(Some)
+            .map_err(|_| BadRequest(format!("`ip` {s:?} is not an IP address"))),
+        _ => Ok(None),
+    }
+}

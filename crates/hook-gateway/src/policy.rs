@@ -65,14 +65,12 @@ impl CompiledRule {
             .source_cidrs
             .iter()
             .map(|c| {
-                c.parse::<IpNet>()
-                    .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        (
-                            "source_cidrs",
-                            format!("{c:?} is not an address or CIDR range"),
-                        )
-                    })
+                parse_cidr(c).ok_or_else(|| {
+                    (
+                        "source_cidrs",
+                        format!("{c:?} is not an address or CIDR range"),
+                    )
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let token_keys: Vec<Vec<u8>> = rule
@@ -145,10 +143,7 @@ impl CompiledRule {
             && glob(&self.vhosts, &req.vhost)
             && glob(&self.streams, &req.stream)
             && (self.actions.is_empty() || self.actions.contains(&req.action))
-            && (self.cidrs.is_empty()
-                || req
-                    .ip
-                    .is_some_and(|ip| self.cidrs.iter().any(|c| c.contains(&canonical(ip)))))
+            && (self.cidrs.is_empty() || req.ip.is_some_and(|ip| contains(&self.cidrs, ip)))
     }
 }
 
@@ -242,6 +237,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The HTTP client of forward rules, also used for the SRS kick API.
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// Compiles the configured rules (already validated).
     pub fn new(config: &Config) -> Result<Self, String> {
         let rules = config

@@ -5,15 +5,9 @@
 
 use serde_json::Value;
 
-use crate::model::{Action, BadRequest, Decision, HookRequest, ServerKind, parse_query};
-
-fn text(v: &Value, key: &str) -> Option<String> {
-    match v.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
+use crate::model::{
+    Action, BadRequest, Decision, HookRequest, ServerKind, json_ip, json_text, parse_query,
+};
 
 /// Reads one authentication request; `peer` identifies the MediaMTX instance.
 pub fn parse(body: &[u8], peer: &str) -> Result<HookRequest, BadRequest> {
@@ -24,7 +18,8 @@ pub fn parse(body: &[u8], peer: &str) -> Result<HookRequest, BadRequest> {
             "MediaMTX auth body must be a JSON object".into(),
         ));
     }
-    let action_name = text(&v, "action").ok_or_else(|| BadRequest("missing `action`".into()))?;
+    let action_name =
+        json_text(&v, "action").ok_or_else(|| BadRequest("missing `action`".into()))?;
     let action = match action_name.as_str() {
         "publish" => Action::Publish,
         "read" | "playback" => Action::Play,
@@ -35,7 +30,7 @@ pub fn parse(body: &[u8], peer: &str) -> Result<HookRequest, BadRequest> {
             )));
         }
     };
-    let path = text(&v, "path").unwrap_or_default();
+    let path = json_text(&v, "path").unwrap_or_default();
     let path = path.trim_matches('/');
     if matches!(action, Action::Publish | Action::Play) && path.is_empty() {
         return Err(BadRequest(format!("`{action_name}` needs a `path`")));
@@ -44,29 +39,23 @@ pub fn parse(body: &[u8], peer: &str) -> Result<HookRequest, BadRequest> {
         Some((app, stream)) => (app.to_owned(), stream.to_owned()),
         None => (String::new(), path.to_owned()),
     };
-    let ip = match text(&v, "ip") {
-        Some(s) if !s.is_empty() => Some(
-            s.parse()
-                .map_err(|_| BadRequest(format!("`ip` {s:?} is not an IP address")))?,
-        ),
-        _ => None,
-    };
-    let password = text(&v, "password")
+    let ip = json_ip(&v)?;
+    let password = json_text(&v, "password")
         .filter(|p| !p.is_empty())
-        .or_else(|| text(&v, "token").filter(|t| !t.is_empty()));
+        .or_else(|| json_text(&v, "token").filter(|t| !t.is_empty()));
     Ok(HookRequest {
         server: ServerKind::Mediamtx,
         server_id: peer.to_owned(),
         action,
         role: None,
-        client_id: text(&v, "id").filter(|s| !s.is_empty()),
+        client_id: json_text(&v, "id").filter(|s| !s.is_empty()),
         ip,
         vhost: String::new(),
         app,
         stream,
-        query: parse_query(&text(&v, "query").unwrap_or_default()),
-        protocol: text(&v, "protocol").filter(|s| !s.is_empty()),
-        user: text(&v, "user").filter(|s| !s.is_empty()),
+        query: parse_query(&json_text(&v, "query").unwrap_or_default()),
+        protocol: json_text(&v, "protocol").filter(|s| !s.is_empty()),
+        user: json_text(&v, "user").filter(|s| !s.is_empty()),
         password,
     })
 }

@@ -6,21 +6,14 @@
 use serde_json::Value;
 
 use crate::model::{
-    Action, BadRequest, Decision, HookRequest, ServerKind, parse_query, split_stream,
+    Action, BadRequest, Decision, HookRequest, ServerKind, json_ip, json_text, parse_query,
+    split_stream,
 };
 
 /// The body SRS reads as "allowed".
 pub const ALLOW_BODY: &str = "0";
 /// The integer answered to deny (any non-zero integer denies; this one reads as "forbidden").
 pub const DENY_BODY: &str = "403";
-
-fn text(v: &Value, key: &str) -> Option<String> {
-    match v.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
 
 /// Reads one SRS callback. `peer` is the address the call came from, used when SRS sends no `server_id`.
 pub fn parse(body: &[u8], peer: &str) -> Result<HookRequest, BadRequest> {
@@ -29,7 +22,8 @@ pub fn parse(body: &[u8], peer: &str) -> Result<HookRequest, BadRequest> {
     if !v.is_object() {
         return Err(BadRequest("SRS callback body must be a JSON object".into()));
     }
-    let action_name = text(&v, "action").ok_or_else(|| BadRequest("missing `action`".into()))?;
+    let action_name =
+        json_text(&v, "action").ok_or_else(|| BadRequest("missing `action`".into()))?;
     let action = match action_name.as_str() {
         "on_connect" => Action::Connect,
         "on_close" => Action::Close,
@@ -45,8 +39,8 @@ pub fn parse(body: &[u8], peer: &str) -> Result<HookRequest, BadRequest> {
             )));
         }
     };
-    let app = text(&v, "app").ok_or_else(|| BadRequest("missing `app`".into()))?;
-    let (stream, mut query) = split_stream(&text(&v, "stream").unwrap_or_default());
+    let app = json_text(&v, "app").ok_or_else(|| BadRequest("missing `app`".into()))?;
+    let (stream, mut query) = split_stream(&json_text(&v, "stream").unwrap_or_default());
     let needs_stream = matches!(
         action,
         Action::Publish
@@ -60,22 +54,16 @@ pub fn parse(body: &[u8], peer: &str) -> Result<HookRequest, BadRequest> {
         return Err(BadRequest(format!("`{action_name}` needs a `stream`")));
     }
     // The client's query: `param` (SRS v4+), else the query of tcUrl.
-    if let Some(param) = text(&v, "param") {
+    if let Some(param) = json_text(&v, "param") {
         query.extend(parse_query(&param));
     }
-    if let Some(tc) = text(&v, "tcUrl")
+    if let Some(tc) = json_text(&v, "tcUrl")
         && let Some((_, q)) = tc.split_once('?')
     {
         query.extend(parse_query(q));
     }
-    let ip = match text(&v, "ip") {
-        Some(s) if !s.is_empty() => Some(
-            s.parse()
-                .map_err(|_| BadRequest(format!("`ip` {s:?} is not an IP address")))?,
-        ),
-        _ => None,
-    };
-    let server_id = text(&v, "server_id")
+    let ip = json_ip(&v)?;
+    let server_id = json_text(&v, "server_id")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| peer.to_owned());
     Ok(HookRequest {
@@ -83,9 +71,9 @@ pub fn parse(body: &[u8], peer: &str) -> Result<HookRequest, BadRequest> {
         server_id,
         action,
         role: None,
-        client_id: text(&v, "client_id"),
+        client_id: json_text(&v, "client_id"),
         ip,
-        vhost: text(&v, "vhost").unwrap_or_default(),
+        vhost: json_text(&v, "vhost").unwrap_or_default(),
         app,
         stream,
         query,
@@ -104,7 +92,7 @@ pub fn parse_heartbeat(body: &[u8], peer: &str) -> Option<String> {
         return None;
     }
     Some(
-        text(&v, "server")
+        json_text(&v, "server")
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| peer.to_owned()),
     )

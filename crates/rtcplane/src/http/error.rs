@@ -46,6 +46,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// A request body that is not the expected JSON (status as axum decides: 400, 415 or 422).
+    pub(crate) fn json(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        Self::new(rejection.status(), "bad_request", rejection.body_text())
+    }
+
     /// An unexpected failure: the cause goes to the log, the client gets a generic message.
     pub(crate) fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "{context}");

@@ -223,8 +223,7 @@ pub(crate) async fn publish(
     State(s): State<AdminState>,
     body: Result<axum::Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(axum::http::StatusCode, axum::Json<Published>), ApiError> {
-    let axum::Json(req) =
-        body.map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))?;
+    let axum::Json(req) = body.map_err(ApiError::json)?;
     if !req.ty.starts_with("custom.") {
         return Err(ApiError::bad_request(format!(
             "type {:?}: operator events must start with `custom.`",

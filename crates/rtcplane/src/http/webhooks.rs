@@ -61,10 +61,6 @@ impl From<WebhookError> for ApiError {
     }
 }
 
-fn json_error(e: JsonRejection) -> ApiError {
-    ApiError::new(e.status(), "bad_request", e.body_text())
-}
-
 /// The endpoints.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct EndpointList {
@@ -97,7 +93,7 @@ pub(crate) async fn create(
     State(s): State<AdminState>,
     body: Result<Json<NewEndpoint>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedEndpoint>), ApiError> {
-    let Json(new) = body.map_err(json_error)?;
+    let Json(new) = body.map_err(ApiError::json)?;
     let (endpoint, secret) = webhooks(&s)?.create(new).await?;
     Ok((
         StatusCode::CREATED,
@@ -125,7 +121,7 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     body: Result<Json<EndpointPatch>, JsonRejection>,
 ) -> Result<Json<EndpointRecord>, ApiError> {
-    let Json(patch) = body.map_err(json_error)?;
+    let Json(patch) = body.map_err(ApiError::json)?;
     Ok(Json(webhooks(&s)?.update(&id, patch).await?))
 }
 
@@ -254,7 +250,7 @@ pub(crate) async fn replay_range(
     Path(id): Path<String>,
     body: Result<Json<ReplayRange>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Replayed>), ApiError> {
-    let Json(range) = body.map_err(json_error)?;
+    let Json(range) = body.map_err(ApiError::json)?;
     let since = range.since.millis("since")?;
     let until = match &range.until {
         Some(t) => t.millis("until")?,
