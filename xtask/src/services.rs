@@ -71,6 +71,10 @@ const PEER_TOOLS: &[(&str, &str)] = &[
         "libnginx-mod-rtmp",
     ),
     ("ffmpeg", "ffmpeg"),
+    // The SIP agent's real registrar (fixtures/kamailio) and its reference REGISTER load.
+    ("kamailio", "kamailio"),
+    ("kamcmd", "kamailio"),
+    ("sipp", "sip-tester"),
 ];
 
 /// A command on the PATH, or (for an absolute path) a file that exists.
