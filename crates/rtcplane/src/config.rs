@@ -30,7 +30,7 @@ pub(crate) struct Config {
     pub(crate) bus: BusConfig,
     pub(crate) log: LogConfig,
     pub(crate) turn: rtcplane_turn_relay::Config,
-    pub(crate) sip_agent: PlannedSubsystem,
+    pub(crate) sip_agent: rtcplane_sip_registrar_agent::Config,
     pub(crate) hooks: rtcplane_hook_gateway::Config,
     pub(crate) rooms: PlannedSubsystem,
     pub(crate) events: rtcplane_event_bus::sinks::EventsConfig,
@@ -49,7 +49,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             log: LogConfig::default(),
             turn: rtcplane_turn_relay::Config::default(),
-            sip_agent: PlannedSubsystem::default(),
+            sip_agent: rtcplane_sip_registrar_agent::Config::default(),
             hooks: rtcplane_hook_gateway::Config::default(),
             rooms: PlannedSubsystem::default(),
             events: rtcplane_event_bus::sinks::EventsConfig::default(),
@@ -403,16 +403,16 @@ impl Config {
         if let Err(e) = self.hooks.validate() {
             return Err(ConfigError::at(format!("hooks.{}", e.key), e.message));
         }
+        if let Err(e) = self.sip_agent.validate() {
+            return Err(ConfigError::at(format!("sip_agent.{}", e.key), e.message));
+        }
         if let Err(e) = self.events.validate(!self.redis.url.is_empty()) {
             return Err(ConfigError::at(format!("events.{}", e.key), e.message));
         }
         if let Err(e) = self.webhooks.validate() {
             return Err(ConfigError::at(format!("webhooks.{}", e.key), e.message));
         }
-        for (name, section, what) in [
-            ("sip_agent", &self.sip_agent, "the SIP registrar agent"),
-            ("rooms", &self.rooms, "the rooms service"),
-        ] {
+        for (name, section, what) in [("rooms", &self.rooms, "the rooms service")] {
             if section.enabled {
                 return Err(ConfigError::at(
                     format!("{name}.enabled"),
@@ -680,7 +680,13 @@ mod tests {
                 "turn.allowed_peer_ip",
             ),
             ("[turn]\nrelay_ip = \"::1\"\n", "turn.relay_ip"),
-            ("[sip_agent]\nenabled = true\n", "sip_agent.enabled"),
+            ("[rooms]\nenabled = true\n", "rooms.enabled"),
+            ("[sip_agent]\nexpires = 0\n", "sip_agent.expires"),
+            (
+                "[sip_agent]\noutbound_proxy = \"http://x\"\n",
+                "sip_agent.outbound_proxy",
+            ),
+            ("[sip_agent]\nlisten = \"nowhere\"\n", "sip_agent.listen"),
         ] {
             let e = err(toml, &[]);
             assert_eq!(e.key.as_deref(), Some(key), "{toml}: {e}");

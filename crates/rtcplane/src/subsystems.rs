@@ -6,7 +6,7 @@
 //! subsystems are started; a disabled one opens no port and spawns no task, because its start function is
 //! never called.
 //!
-//! Landed: the TURN relay (`turn`) and the hook gateway (`hooks`). The others' config sections exist (see `config::PlannedSubsystem`) and
+//! Landed: the TURN relay (`turn`), the SIP registration agent (`sip_agent`) and the hook gateway (`hooks`). The others' config sections exist (see `config::PlannedSubsystem`) and
 //! enabling one is a config error; each subsystem issue adds its arm to [`start_enabled`].
 
 use rtcplane_event_bus::Bus;
@@ -84,6 +84,26 @@ pub(crate) async fn start_enabled(config: &Config, ctx: &Context) -> anyhow::Res
             name: "hooks",
             public: Some(gateway.public_router()),
             admin: Some(gateway.admin_router()),
+            ready: crate::readiness::probe(move || {
+                let r = ready.ready();
+                async move { r }
+            }),
+        });
+    }
+    if config.sip_agent.enabled {
+        let agent = rtcplane_sip_registrar_agent::start(
+            config.sip_agent.clone(),
+            &ctx.bus,
+            &ctx.storage,
+            ctx.shutdown.clone(),
+            ctx.tasks.clone(),
+        )
+        .await?;
+        let ready = agent.clone();
+        started.push(Started {
+            name: "sip_agent",
+            public: None,
+            admin: Some(agent.admin_router()),
             ready: crate::readiness::probe(move || {
                 let r = ready.ready();
                 async move { r }

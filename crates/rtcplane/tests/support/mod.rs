@@ -124,6 +124,8 @@ impl ServerBuilder {
             .env("RTCPLANE__LOG__LEVEL", "info,rtcplane=debug")
             // TURN would bind 0.0.0.0:3478 in every test process; tests that relay enable it on free ports.
             .env("RTCPLANE__TURN__ENABLED", "false")
+            // The SIP agent would bind 0.0.0.0:5060; with no accounts it only needs a port of its own.
+            .env("RTCPLANE__SIP_AGENT__LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?);
         if !self.toml.is_empty() {
