@@ -13,24 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use support::{Server, SseReader, free_port, run};
-
-/// `../shared/fixtures` (the team's read-only fixtures), or `$RTCPLANE_FIXTURES`.
-fn fixtures() -> PathBuf {
-    if let Some(dir) = std::env::var_os("RTCPLANE_FIXTURES") {
-        return PathBuf::from(dir);
-    }
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for candidate in [
-        repo.join("../shared/fixtures"),
-        PathBuf::from("/work/shared/fixtures"),
-    ] {
-        if candidate.is_dir() {
-            return candidate;
-        }
-    }
-    panic!("the shared fixtures are not found: set RTCPLANE_FIXTURES to the fixtures directory");
-}
+use support::{Server, SseReader, fixtures, free_port, run};
 
 async fn post(
     url: &str,

@@ -202,7 +202,10 @@ impl Config {
             return Err(err("contact_hostport", "must be host or host:port"));
         }
         if self.timer_t1.is_zero() || self.timer_t2 < self.timer_t1 {
-            return Err(err("timer_t2", "timer_t1 must be > 0 and timer_t2 >= timer_t1"));
+            return Err(err(
+                "timer_t2",
+                "timer_t1 must be > 0 and timer_t2 >= timer_t1",
+            ));
         }
         if self.user_agent.contains(['\r', '\n']) {
             return Err(err("user_agent", "must be one line"));
@@ -239,17 +242,26 @@ mod tests {
             registrations_table: "x; drop table y".into(),
             ..Config::default()
         };
-        assert_eq!(c.validate().map_err(|e| e.key), Err("registrations_table".into()));
+        assert_eq!(
+            c.validate().map_err(|e| e.key),
+            Err("registrations_table".into())
+        );
         c = Config {
             minimum_reregister_interval: 0.95,
             ..Config::default()
         };
-        assert_eq!(c.validate().map_err(|e| e.key), Err("minimum_reregister_interval".into()));
+        assert_eq!(
+            c.validate().map_err(|e| e.key),
+            Err("minimum_reregister_interval".into())
+        );
         c = Config {
             outbound_proxy: "http://x".into(),
             ..Config::default()
         };
-        assert_eq!(c.validate().map_err(|e| e.key), Err("outbound_proxy".into()));
+        assert_eq!(
+            c.validate().map_err(|e| e.key),
+            Err("outbound_proxy".into())
+        );
         assert!(is_identifier("sems.registrations"));
         assert!(!is_identifier("1abc"));
     }

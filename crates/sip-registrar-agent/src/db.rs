@@ -183,9 +183,7 @@ impl Db {
         ));
         let insert_missing = fix(match backend {
             Backend::MySql => format!("INSERT IGNORE INTO {table} (subscriber_id) VALUES (?)"),
-            _ => format!(
-                "INSERT INTO {table} (subscriber_id) VALUES (?) ON CONFLICT DO NOTHING"
-            ),
+            _ => format!("INSERT INTO {table} (subscriber_id) VALUES (?) ON CONFLICT DO NOTHING"),
         });
         let delete = fix(format!("DELETE FROM {table} WHERE subscriber_id = ?"));
         let mut this = Self {
@@ -249,10 +247,16 @@ impl Db {
         let q = AssertSqlSafe(self.joined_query.clone());
         macro_rules! read {
             ($p:expr) => {{
-                let rows = sqlx::query(q).fetch_all($p).await.map_err(db("joined_query"))?;
+                let rows = sqlx::query(q)
+                    .fetch_all($p)
+                    .await
+                    .map_err(db("joined_query"))?;
                 let mut out = Vec::with_capacity(rows.len());
                 for row in &rows {
-                    out.push(self.subscription(row, read_contact).map_err(db("joined_query row"))?);
+                    out.push(
+                        self.subscription(row, read_contact)
+                            .map_err(db("joined_query row"))?,
+                    );
                 }
                 out
             }};

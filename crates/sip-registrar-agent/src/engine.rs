@@ -316,7 +316,8 @@ impl Engine {
             return;
         }
         b.status = status;
-        self.counts[previous.code() as usize] = self.counts[previous.code() as usize].saturating_sub(1);
+        self.counts[previous.code() as usize] =
+            self.counts[previous.code() as usize].saturating_sub(1);
         self.counts[status.code() as usize] += 1;
         metrics::gauge!(m::REGISTRATIONS, "status" => previous.name()).decrement(1.0);
         metrics::gauge!(m::REGISTRATIONS, "status" => status.name()).increment(1.0);
@@ -355,18 +356,15 @@ impl Engine {
     fn insert_binding(&mut self, acc: Account, status: Status) -> &mut Binding {
         let contact = acc.contact.clone().unwrap_or_else(|| {
             let ip = acc.realm.parse().ok();
-            let ip = self
-                .proxy
-                .as_ref()
-                .and_then(|p| p.host.parse().ok())
-                .or(ip);
+            let ip = self.proxy.as_ref().and_then(|p| p.host.parse().ok()).or(ip);
             self.default_contact(&acc.user, ip)
         });
         self.counts[status.code() as usize] += 1;
         metrics::gauge!(m::REGISTRATIONS, "status" => status.name()).increment(1.0);
         let id = acc.subscriber_id;
         if let Some(old) = self.bindings.remove(&id) {
-            self.counts[old.status.code() as usize] = self.counts[old.status.code() as usize].saturating_sub(1);
+            self.counts[old.status.code() as usize] =
+                self.counts[old.status.code() as usize].saturating_sub(1);
             metrics::gauge!(m::REGISTRATIONS, "status" => old.status.name()).decrement(1.0);
             if let Some(tx) = old.tx {
                 self.txs.remove(&tx);
@@ -407,7 +405,11 @@ impl Engine {
                 user: s.user,
                 pass: s.pass,
                 realm: s.realm,
-                contact: if self.cfg.db_read_contact { s.contact } else { None },
+                contact: if self.cfg.db_read_contact {
+                    s.contact
+                } else {
+                    None
+                },
             };
             let id = acc.subscriber_id;
             let b = self.insert_binding(acc, status);
@@ -483,7 +485,11 @@ impl Engine {
         let mut best = lo;
         let mut best_load = u32::MAX;
         for _ in 0..3 {
-            let t = if hi > lo { rand::random_range(lo..=hi) } else { lo };
+            let t = if hi > lo {
+                rand::random_range(lo..=hi)
+            } else {
+                lo
+            };
             let l = self.load.get(&t).copied().unwrap_or(0);
             if l < best_load {
                 best = t;
@@ -491,7 +497,8 @@ impl Engine {
             }
         }
         *self.load.entry(best).or_insert(0) += 1;
-        let at = Instant::now() + Duration::from_secs((best - now).max(0) as u64)
+        let at = Instant::now()
+            + Duration::from_secs((best - now).max(0) as u64)
             + Duration::from_millis(rand::random_range(0..1000));
         self.schedule(id, Action::Register, at, best);
     }
@@ -514,7 +521,10 @@ impl Engine {
         mut inbound: mpsc::Receiver<Inbound>,
         shutdown: CancellationToken,
     ) {
-        let mut resolved = self.resolved_rx.take().unwrap_or_else(|| mpsc::unbounded_channel().1);
+        let mut resolved = self
+            .resolved_rx
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let mut deadline: Option<Instant> = None;
         let mut housekeeping = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -611,7 +621,11 @@ impl Engine {
         }
         let _ = self.sockets.send(t.dest, t.bytes.clone());
         metrics::counter!(m::REQUESTS, "kind" => "retransmission").increment(1);
-        t.interval = if t.provisional { t2 } else { (t.interval * 2).min(t2) };
+        t.interval = if t.provisional {
+            t2
+        } else {
+            (t.interval * 2).min(t2)
+        };
         let at = Instant::now() + t.interval;
         self.push_timer(at, TimerKind::Retransmit { tx });
     }
@@ -742,10 +756,13 @@ impl Engine {
             bracket(&self.sockets.local_ip_for(dest.addr.ip()).to_string()),
             local.port()
         );
-        let route = self
-            .proxy
-            .as_ref()
-            .map(|p| format!("<sip:{}{};lr>", bracket(&p.host), p.port.map(|p| format!(":{p}")).unwrap_or_default()));
+        let route = self.proxy.as_ref().map(|p| {
+            format!(
+                "<sip:{}{};lr>",
+                bracket(&p.host),
+                p.port.map(|p| format!(":{p}")).unwrap_or_default()
+            )
+        });
         let user_agent = self.cfg.user_agent.clone();
         let Some(b) = self.bindings.get_mut(&id) else {
             return;
@@ -759,7 +776,12 @@ impl Engine {
             Action::Deregister => 0,
         };
         let user = if self.cfg.username_with_domain {
-            b.acc.user.split('@').next().unwrap_or(&b.acc.user).to_string()
+            b.acc
+                .user
+                .split('@')
+                .next()
+                .unwrap_or(&b.acc.user)
+                .to_string()
         } else {
             b.acc.user.clone()
         };
@@ -768,8 +790,22 @@ impl Engine {
         let authorized = challenge.is_some();
         if let Some((ch, proxy, nc)) = &challenge {
             let uri = format!("sip:{}", bracket(&domain));
-            let value = ch.authorization(&b.acc.user, &b.acc.pass, "REGISTER", &uri, *nc, &message::new_token());
-            auth_value = Some((if *proxy { "Proxy-Authorization" } else { "Authorization" }, value));
+            let value = ch.authorization(
+                &b.acc.user,
+                &b.acc.pass,
+                "REGISTER",
+                &uri,
+                *nc,
+                &message::new_token(),
+            );
+            auth_value = Some((
+                if *proxy {
+                    "Proxy-Authorization"
+                } else {
+                    "Authorization"
+                },
+                value,
+            ));
         }
         b.challenge = challenge;
         let req = Register {
@@ -796,7 +832,11 @@ impl Engine {
             }
         };
         let cseq = b.cseq;
-        if b.status != Status::Active && action == Action::Register && auth_attempts == 0 && interval_attempts == 0 {
+        if b.status != Status::Active
+            && action == Action::Register
+            && auth_attempts == 0
+            && interval_attempts == 0
+        {
             // First attempt of a new registration: PENDING until the registrar answers.
             if matches!(b.status, Status::Inactive | Status::Failed) {
                 self.set_status(id, Status::Pending);
@@ -959,7 +999,14 @@ impl Engine {
                         b.requested_expires = b.requested_expires.max(min);
                         b.challenge.take().map(|(c, p, nc)| (c, p, nc + 1))
                     });
-                    self.send_request(id, t.action, t.dest, t.auth_attempts, t.interval_attempts + 1, challenge);
+                    self.send_request(
+                        id,
+                        t.action,
+                        t.dest,
+                        t.auth_attempts,
+                        t.interval_attempts + 1,
+                        challenge,
+                    );
                 } else {
                     self.finish_failure(t, r.code, &r.reason, None);
                 }
@@ -974,7 +1021,11 @@ impl Engine {
 
     fn on_challenge(&mut self, t: Tx, r: &Response) {
         let proxy = r.code == 407;
-        let values = if proxy { &r.proxy_authenticate } else { &r.www_authenticate };
+        let values = if proxy {
+            &r.proxy_authenticate
+        } else {
+            &r.www_authenticate
+        };
         let parsed = Challenge::best(values.iter().map(String::as_str));
         let retry = match &parsed {
             Ok(ch) => t.auth_attempts == 0 || (ch.stale && t.auth_attempts < 3),
@@ -993,7 +1044,14 @@ impl Engine {
                     self.save(t.id);
                 }
                 metrics::counter!(m::CHALLENGES, "stale" => if ch.stale { "true" } else { "false" }).increment(1);
-                self.send_request(t.id, t.action, t.dest, t.auth_attempts + 1, t.interval_attempts, Some((ch, proxy, 1)));
+                self.send_request(
+                    t.id,
+                    t.action,
+                    t.dest,
+                    t.auth_attempts + 1,
+                    t.interval_attempts,
+                    Some((ch, proxy, 1)),
+                );
             }
             _ => {
                 let _ = t.authorized;
@@ -1020,7 +1078,13 @@ impl Engine {
                 let granted = message::granted_expiry(r, &b.contact).unwrap_or(b.requested_expires);
                 if granted == 0 {
                     // The registrar answered 2xx but holds no binding for our contact.
-                    self.record_failure(id, Action::Register, r.code, "binding not kept by registrar", None);
+                    self.record_failure(
+                        id,
+                        Action::Register,
+                        r.code,
+                        "binding not kept by registrar",
+                        None,
+                    );
                     return;
                 }
                 b.last_registration = Some(now);
@@ -1058,7 +1122,9 @@ impl Engine {
             expiry: rfc3339(b.expiry),
             contacts: b.contacts.clone(),
             in_flight: b.tx.is_some(),
-            next_action_in: b.next.map(|(_, at)| at.saturating_duration_since(now).as_secs()),
+            next_action_in: b
+                .next
+                .map(|(_, at)| at.saturating_duration_since(now).as_secs()),
         }
     }
 
@@ -1077,7 +1143,10 @@ impl Engine {
             Command::Update(acc, reply) => {
                 let id = acc.subscriber_id;
                 let Some(b) = self.bindings.get_mut(&id) else {
-                    tracing::warn!(subscriber_id = id, "updateRegistration of an unknown registration: creating it");
+                    tracing::warn!(
+                        subscriber_id = id,
+                        "updateRegistration of an unknown registration: creating it"
+                    );
                     self.insert_binding(acc, Status::Inactive);
                     self.save(id);
                     self.enqueue(id, Action::Register);

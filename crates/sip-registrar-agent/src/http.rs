@@ -22,10 +22,7 @@ use crate::{Agent, Status};
 pub(crate) fn router(agent: Agent) -> Router {
     Router::new()
         .route("/rpc", post(rpc))
-        .route(
-            "/api/v1/sip/registrations",
-            get(list).post(create),
-        )
+        .route("/api/v1/sip/registrations", get(list).post(create))
         .route(
             "/api/v1/sip/registrations/{id}",
             get(show).put(update).delete(remove),
@@ -68,18 +65,33 @@ fn parse_status(s: &str) -> Option<Status> {
     if let Ok(n) = s.parse::<i64>() {
         return Status::from_code(n);
     }
-    Status::ALL.into_iter().find(|st| st.name().eq_ignore_ascii_case(s))
+    Status::ALL
+        .into_iter()
+        .find(|st| st.name().eq_ignore_ascii_case(s))
 }
 
-async fn list(State(agent): State<Agent>, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn list(
+    State(agent): State<Agent>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Ok(Query(q)) = query else {
-        return error(StatusCode::BAD_REQUEST, "invalid_query", "query parameters: status, user, realm, limit, offset");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "query parameters: status, user, realm, limit, offset",
+        );
     };
     let status = match q.status.as_deref().map(|s| (s, parse_status(s))) {
         None => None,
         Some((_, Some(st))) => Some(st),
         Some((s, None)) => {
-            return error(StatusCode::BAD_REQUEST, "invalid_query", format!("unknown status {s:?} (0-5 or inactive, pending, active, failed, removed, to_be_removed)"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!(
+                    "unknown status {s:?} (0-5 or inactive, pending, active, failed, removed, to_be_removed)"
+                ),
+            );
         }
     };
     let filter = ListFilter {
@@ -114,7 +126,10 @@ struct AccountBody {
     contact: Option<String>,
 }
 
-async fn create(State(agent): State<Agent>, body: Result<Json<AccountBody>, JsonRejection>) -> Response {
+async fn create(
+    State(agent): State<Agent>,
+    body: Result<Json<AccountBody>, JsonRejection>,
+) -> Response {
     let body = match body {
         Ok(Json(b)) => b,
         Err(e) => return body_error(&e),
@@ -132,17 +147,31 @@ async fn create(State(agent): State<Agent>, body: Result<Json<AccountBody>, Json
     if let Some(id) = body.subscriber_id
         && matches!(agent.get(id).await, Ok(Some(_)))
     {
-        return error(StatusCode::CONFLICT, "exists", format!("subscriber {id} exists; PUT changes it"));
+        return error(
+            StatusCode::CONFLICT,
+            "exists",
+            format!("subscriber {id} exists; PUT changes it"),
+        );
     }
     let id = match agent
         .db()
-        .insert_subscriber(body.subscriber_id, &account.user, &account.pass, &account.realm, account.contact.as_deref().unwrap_or(""))
+        .insert_subscriber(
+            body.subscriber_id,
+            &account.user,
+            &account.pass,
+            &account.realm,
+            account.contact.as_deref().unwrap_or(""),
+        )
         .await
     {
         Ok(id) => id,
         Err(e) => {
             tracing::warn!(error = %e, "cannot add subscriber");
-            return error(StatusCode::CONFLICT, "not_stored", format!("the subscriber could not be stored: {}", e.source));
+            return error(
+                StatusCode::CONFLICT,
+                "not_stored",
+                format!("the subscriber could not be stored: {}", e.source),
+            );
         }
     };
     account.subscriber_id = id;
@@ -165,7 +194,11 @@ struct UpdateBody {
     contact: Option<String>,
 }
 
-async fn update(State(agent): State<Agent>, Path(id): Path<i64>, body: Result<Json<UpdateBody>, JsonRejection>) -> Response {
+async fn update(
+    State(agent): State<Agent>,
+    Path(id): Path<i64>,
+    body: Result<Json<UpdateBody>, JsonRejection>,
+) -> Response {
     let body = match body {
         Ok(Json(b)) => b,
         Err(e) => return body_error(&e),
@@ -181,17 +214,31 @@ async fn update(State(agent): State<Agent>, Path(id): Path<i64>, body: Result<Js
         return control_error(&e);
     }
     let contact = account.contact.as_deref().unwrap_or("");
-    let stored = match agent.db().update_subscriber(id, &account.user, &account.pass, &account.realm, contact).await {
+    let stored = match agent
+        .db()
+        .update_subscriber(id, &account.user, &account.pass, &account.realm, contact)
+        .await
+    {
         Ok(true) => Ok(()),
         Ok(false) => agent
             .db()
-            .insert_subscriber(Some(id), &account.user, &account.pass, &account.realm, contact)
+            .insert_subscriber(
+                Some(id),
+                &account.user,
+                &account.pass,
+                &account.realm,
+                contact,
+            )
             .await
             .map(|_| ()),
         Err(e) => Err(e),
     };
     if let Err(e) = stored {
-        return error(StatusCode::CONFLICT, "not_stored", format!("the subscriber could not be stored: {}", e.source));
+        return error(
+            StatusCode::CONFLICT,
+            "not_stored",
+            format!("the subscriber could not be stored: {}", e.source),
+        );
     }
     if let Err(e) = agent.update(account).await {
         return control_error(&e);
@@ -205,14 +252,22 @@ async fn update(State(agent): State<Agent>, Path(id): Path<i64>, body: Result<Js
 
 async fn remove(State(agent): State<Agent>, Path(id): Path<i64>) -> Response {
     match agent.remove(id).await {
-        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"subscriber_id": id, "status": Status::ToBeRemoved}))).into_response(),
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"subscriber_id": id, "status": Status::ToBeRemoved})),
+        )
+            .into_response(),
         Err(e) => control_error(&e),
     }
 }
 
 async fn refresh(State(agent): State<Agent>, Path(id): Path<i64>) -> Response {
     match agent.refresh(id).await {
-        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"subscriber_id": id, "refresh": "queued"}))).into_response(),
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"subscriber_id": id, "refresh": "queued"})),
+        )
+            .into_response(),
         Err(e) => control_error(&e),
     }
 }
@@ -233,7 +288,14 @@ fn rpc_error(id: Value, code: i64, message: impl Into<String>) -> Value {
 async fn rpc(State(agent): State<Agent>, body: axum::body::Bytes) -> Response {
     let parsed: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return Json(rpc_error(Value::Null, PARSE_ERROR, format!("parse error: {e}"))).into_response(),
+        Err(e) => {
+            return Json(rpc_error(
+                Value::Null,
+                PARSE_ERROR,
+                format!("parse error: {e}"),
+            ))
+            .into_response();
+        }
     };
     match parsed {
         Value::Array(calls) if calls.is_empty() => {
@@ -262,17 +324,32 @@ async fn rpc(State(agent): State<Agent>, body: axum::body::Bytes) -> Response {
 /// One call; `None` for a notification.
 async fn one_call(agent: &Agent, call: Value) -> Option<Value> {
     let Value::Object(obj) = call else {
-        return Some(rpc_error(Value::Null, INVALID_REQUEST, "a call must be an object"));
+        return Some(rpc_error(
+            Value::Null,
+            INVALID_REQUEST,
+            "a call must be an object",
+        ));
     };
     let id = obj.get("id").cloned();
     let respond_id = id.clone().unwrap_or(Value::Null);
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Some(rpc_error(respond_id, INVALID_REQUEST, "jsonrpc must be \"2.0\""));
+        return Some(rpc_error(
+            respond_id,
+            INVALID_REQUEST,
+            "jsonrpc must be \"2.0\"",
+        ));
     }
     let Some(method) = obj.get("method").and_then(Value::as_str) else {
-        return Some(rpc_error(respond_id, INVALID_REQUEST, "method must be a string"));
+        return Some(rpc_error(
+            respond_id,
+            INVALID_REQUEST,
+            "method must be a string",
+        ));
     };
-    let params = obj.get("params").cloned().unwrap_or(Value::Array(Vec::new()));
+    let params = obj
+        .get("params")
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
     let result = dispatch(agent, method, params).await;
     let id = id?;
     Some(match result {
@@ -287,10 +364,16 @@ async fn dispatch(agent: &Agent, method: &str, params: Value) -> RpcResult {
     // SEMS's generic DI call: di("db_reg_agent", "<function>", args…).
     if method == "di" {
         let Value::Array(mut args) = params else {
-            return Err((INVALID_PARAMS, "di takes [\"db_reg_agent\", function, args…]".into()));
+            return Err((
+                INVALID_PARAMS,
+                "di takes [\"db_reg_agent\", function, args…]".into(),
+            ));
         };
         if args.len() < 2 || args[0].as_str() != Some("db_reg_agent") {
-            return Err((INVALID_PARAMS, "di: the first argument must be \"db_reg_agent\"".into()));
+            return Err((
+                INVALID_PARAMS,
+                "di: the first argument must be \"db_reg_agent\"".into(),
+            ));
         }
         let rest = args.split_off(2);
         let Some(function) = args[1].as_str() else {
@@ -324,7 +407,12 @@ async fn dispatch(agent: &Agent, method: &str, params: Value) -> RpcResult {
             };
             control(r, id)
         }
-        _ => Err((METHOD_NOT_FOUND, format!("method {method:?} not found (createRegistration, updateRegistration, refreshRegistration, removeRegistration, di)"))),
+        _ => Err((
+            METHOD_NOT_FOUND,
+            format!(
+                "method {method:?} not found (createRegistration, updateRegistration, refreshRegistration, removeRegistration, di)"
+            ),
+        )),
     }
 }
 
@@ -349,7 +437,10 @@ fn id_param(params: &Value) -> Result<i64, (i64, String)> {
     match params {
         Value::Array(a) => as_id(a.first()),
         Value::Object(o) => as_id(o.get("subscriber_id")),
-        _ => Err((INVALID_PARAMS, "params must be an array or an object".into())),
+        _ => Err((
+            INVALID_PARAMS,
+            "params must be an array or an object".into(),
+        )),
     }
 }
 
@@ -360,7 +451,10 @@ fn account_params(params: &Value) -> Result<Account, (i64, String)> {
         _ => None,
     };
     if !matches!(params, Value::Array(_) | Value::Object(_)) {
-        return Err((INVALID_PARAMS, "params must be an array or an object".into()));
+        return Err((
+            INVALID_PARAMS,
+            "params must be an array or an object".into(),
+        ));
     }
     let contact = match get(4, "contact") {
         None | Some(Value::Null) => None,
@@ -373,7 +467,9 @@ fn account_params(params: &Value) -> Result<Account, (i64, String)> {
         realm: as_text(get(3, "realm").as_ref(), "realm")?,
         contact,
     };
-    account.validate().map_err(|e| (INVALID_PARAMS, e.to_string()))?;
+    account
+        .validate()
+        .map_err(|e| (INVALID_PARAMS, e.to_string()))?;
     Ok(account)
 }
 
@@ -384,12 +480,27 @@ mod tests {
     #[test]
     fn reads_positional_and_named_params() {
         let a = account_params(&json!([7, "alice", "pw", "example.org"])).expect("positional");
-        assert_eq!((a.subscriber_id, a.user.as_str(), a.contact), (7, "alice", None));
+        assert_eq!(
+            (a.subscriber_id, a.user.as_str(), a.contact),
+            (7, "alice", None)
+        );
         let a = account_params(&json!({"subscriber_id": "8", "user": "bob", "pass": "x", "realm": "example.org", "contact": "sip:bob@10.0.0.1"})).expect("named");
-        assert_eq!((a.subscriber_id, a.contact.as_deref()), (8, Some("sip:bob@10.0.0.1")));
-        assert_eq!(account_params(&json!([7, "alice"])).map_err(|e| e.0), Err(INVALID_PARAMS));
-        assert_eq!(account_params(&json!(["x", "a", "b", "c"])).map_err(|e| e.0), Err(INVALID_PARAMS));
-        assert_eq!(account_params(&json!([1, "a b", "p", "example.org"])).map_err(|e| e.0), Err(INVALID_PARAMS));
+        assert_eq!(
+            (a.subscriber_id, a.contact.as_deref()),
+            (8, Some("sip:bob@10.0.0.1"))
+        );
+        assert_eq!(
+            account_params(&json!([7, "alice"])).map_err(|e| e.0),
+            Err(INVALID_PARAMS)
+        );
+        assert_eq!(
+            account_params(&json!(["x", "a", "b", "c"])).map_err(|e| e.0),
+            Err(INVALID_PARAMS)
+        );
+        assert_eq!(
+            account_params(&json!([1, "a b", "p", "example.org"])).map_err(|e| e.0),
+            Err(INVALID_PARAMS)
+        );
         assert_eq!(id_param(&json!([3])), Ok(3));
         assert_eq!(id_param(&json!({"subscriber_id": 4})), Ok(4));
         assert!(id_param(&json!("x")).is_err());

@@ -112,7 +112,12 @@ pub async fn start(
     let (writes_tx, writes_rx) = mpsc::unbounded_channel();
     let db_healthy = Arc::new(AtomicBool::new(true));
     let save_contacts = config.save_contacts;
-    tasks.spawn(writer::run(db.clone(), writes_rx, save_contacts, db_healthy.clone()));
+    tasks.spawn(writer::run(
+        db.clone(),
+        writes_rx,
+        save_contacts,
+        db_healthy.clone(),
+    ));
 
     let cfg = Arc::new(config);
     let mut engine = Engine::new(cfg, sockets, writes_tx, bus.publisher("sip_agent"));
@@ -192,7 +197,10 @@ impl Agent {
     }
 
     /// Bindings matching `filter`, and how many match in all.
-    pub async fn list(&self, filter: ListFilter) -> Result<(usize, Vec<BindingView>), ControlError> {
+    pub async fn list(
+        &self,
+        filter: ListFilter,
+    ) -> Result<(usize, Vec<BindingView>), ControlError> {
         self.call(|r| Command::List(filter, r)).await
     }
 
@@ -219,20 +227,35 @@ impl Agent {
 impl Account {
     /// Checks what goes into SIP headers.
     pub fn validate(&self) -> Result<(), ControlError> {
-        let bad = |s: &str| s.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"'));
+        let bad = |s: &str| {
+            s.chars()
+                .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"'))
+        };
         if self.user.is_empty() || self.user.len() > 256 || bad(&self.user) {
-            return Err(ControlError::Invalid("user must be 1 to 256 characters without spaces, quotes or <>".into()));
+            return Err(ControlError::Invalid(
+                "user must be 1 to 256 characters without spaces, quotes or <>".into(),
+            ));
         }
         if self.pass.len() > 256 || self.pass.chars().any(char::is_control) {
-            return Err(ControlError::Invalid("pass must be at most 256 characters without control characters".into()));
+            return Err(ControlError::Invalid(
+                "pass must be at most 256 characters without control characters".into(),
+            ));
         }
-        if self.realm.len() > 256 || sip::uri::ProxyUri::parse(&self.realm).is_err() || self.realm.contains(';') {
-            return Err(ControlError::Invalid("realm must be a host name or address (optionally :port)".into()));
+        if self.realm.len() > 256
+            || sip::uri::ProxyUri::parse(&self.realm).is_err()
+            || self.realm.contains(';')
+        {
+            return Err(ControlError::Invalid(
+                "realm must be a host name or address (optionally :port)".into(),
+            ));
         }
         if let Some(c) = &self.contact {
             let lower = c.to_ascii_lowercase();
-            if !(lower.starts_with("sip:") || lower.starts_with("sips:")) || bad(c) || c.len() > 256 {
-                return Err(ControlError::Invalid("contact must be a sip: URI without spaces or <>".into()));
+            if !(lower.starts_with("sip:") || lower.starts_with("sips:")) || bad(c) || c.len() > 256
+            {
+                return Err(ControlError::Invalid(
+                    "contact must be a sip: URI without spaces or <>".into(),
+                ));
             }
         }
         Ok(())

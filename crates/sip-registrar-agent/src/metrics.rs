@@ -27,14 +27,35 @@ pub(crate) fn class(code: u16) -> &'static str {
 
 /// Describes the series and sets the gauges to zero.
 pub(crate) fn describe() {
-    metrics::describe_gauge!(REGISTRATIONS, "SIP accounts by registration status (inactive, pending, active, failed, removed, to_be_removed).");
-    metrics::describe_counter!(REQUESTS, "REGISTER requests sent, by kind (register, authenticated, deregister, retransmission).");
-    metrics::describe_counter!(RESPONSES, "Final and provisional responses matched to a transaction, by class.");
-    metrics::describe_counter!(TIMEOUTS, "Transactions ended by Timer F (no final response).");
-    metrics::describe_counter!(SEND_FAILURES, "Requests that could not be sent (recorded as 480 unable to send request).");
-    metrics::describe_counter!(SEND_WOULD_BLOCK, "UDP sends dropped because the socket buffer was full (Timer E resends them).");
+    metrics::describe_gauge!(
+        REGISTRATIONS,
+        "SIP accounts by registration status (inactive, pending, active, failed, removed, to_be_removed)."
+    );
+    metrics::describe_counter!(
+        REQUESTS,
+        "REGISTER requests sent, by kind (register, authenticated, deregister, retransmission)."
+    );
+    metrics::describe_counter!(
+        RESPONSES,
+        "Final and provisional responses matched to a transaction, by class."
+    );
+    metrics::describe_counter!(
+        TIMEOUTS,
+        "Transactions ended by Timer F (no final response)."
+    );
+    metrics::describe_counter!(
+        SEND_FAILURES,
+        "Requests that could not be sent (recorded as 480 unable to send request)."
+    );
+    metrics::describe_counter!(
+        SEND_WOULD_BLOCK,
+        "UDP sends dropped because the socket buffer was full (Timer E resends them)."
+    );
     metrics::describe_counter!(MALFORMED, "Received SIP messages that could not be parsed.");
-    metrics::describe_counter!(STRAY, "Responses that matched no transaction (late retransmissions, wrong Call-ID or CSeq).");
+    metrics::describe_counter!(
+        STRAY,
+        "Responses that matched no transaction (late retransmissions, wrong Call-ID or CSeq)."
+    );
     metrics::describe_counter!(CHALLENGES, "401/407 challenges answered, by stale.");
     metrics::describe_histogram!(WRITE_SECONDS, "Time to write one batch of status rows.");
     metrics::describe_counter!(ROWS_WRITTEN, "Status rows written or deleted.");

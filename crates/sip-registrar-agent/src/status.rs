@@ -45,7 +45,9 @@ impl Status {
 
     /// From the database number.
     pub fn from_code(code: i64) -> Option<Self> {
-        usize::try_from(code).ok().and_then(|i| Self::ALL.get(i).copied())
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
     }
 
     /// Lower-case name (metrics label, API).

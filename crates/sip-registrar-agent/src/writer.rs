@@ -26,7 +26,12 @@ const BATCH: usize = 2000;
 const LINGER: Duration = Duration::from_millis(50);
 
 /// Runs the writer until `rx` closes and the backlog is written.
-pub async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<WriteOp>, save_contacts: bool, healthy: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+pub async fn run(
+    db: Db,
+    mut rx: mpsc::UnboundedReceiver<WriteOp>,
+    save_contacts: bool,
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut pending: HashMap<i64, WriteOp> = HashMap::new();
     let mut closed = false;
     let mut backoff = Duration::from_millis(200);
@@ -76,7 +81,10 @@ pub async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<WriteOp>, save_contacts
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 tracing::warn!(error = %e, rows = pending.len(), "sip status write failed; retrying");
                 if closed && since.elapsed() > Duration::from_secs(10) {
-                    tracing::error!(rows = pending.len(), "sip status not saved at shutdown: database unavailable");
+                    tracing::error!(
+                        rows = pending.len(),
+                        "sip status not saved at shutdown: database unavailable"
+                    );
                     return;
                 }
                 // Keep taking new rows while waiting.

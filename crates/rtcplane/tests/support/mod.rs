@@ -18,6 +18,23 @@ use futures_util::StreamExt;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rtcplane");
 
+/// The shared fixtures directory: `../shared/fixtures` (the team's read-only fixtures), or `$RTCPLANE_FIXTURES`.
+pub fn fixtures() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RTCPLANE_FIXTURES") {
+        return PathBuf::from(dir);
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for candidate in [
+        repo.join("../shared/fixtures"),
+        PathBuf::from("/work/shared/fixtures"),
+    ] {
+        if candidate.is_dir() {
+            return candidate;
+        }
+    }
+    panic!("the shared fixtures are not found: set RTCPLANE_FIXTURES to the fixtures directory");
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -234,7 +234,10 @@ impl Challenge {
         let ha2 = alg.hash(&format!("{method}:{uri}"));
         let nc_hex = format!("{nc:08x}");
         let response = if self.qop_auth {
-            alg.hash(&format!("{ha1}:{}:{nc_hex}:{cnonce}:auth:{ha2}", self.nonce))
+            alg.hash(&format!(
+                "{ha1}:{}:{nc_hex}:{cnonce}:auth:{ha2}",
+                self.nonce
+            ))
         } else {
             alg.hash(&format!("{ha1}:{}:{ha2}", self.nonce))
         };
@@ -247,7 +250,10 @@ impl Challenge {
             if self.sess { "-sess" } else { "" }
         );
         if self.qop_auth {
-            out.push_str(&format!(", qop=auth, nc={nc_hex}, cnonce=\"{}\"", quote(cnonce)));
+            out.push_str(&format!(
+                ", qop=auth, nc={nc_hex}, cnonce=\"{}\"",
+                quote(cnonce)
+            ));
         }
         if let Some(opaque) = &self.opaque {
             out.push_str(&format!(", opaque=\"{}\"", quote(opaque)));
@@ -281,10 +287,20 @@ mod tests {
         )
         .expect("parse");
         assert!(c.qop_auth);
-        let a = c.authorization("Mufasa", "Circle Of Life", "GET", "/dir/index.html", 1, "0a4f113b");
+        let a = c.authorization(
+            "Mufasa",
+            "Circle Of Life",
+            "GET",
+            "/dir/index.html",
+            1,
+            "0a4f113b",
+        );
         assert_eq!(response_of(&a), "6629fae49393a05397450978507c4ef1");
         assert!(a.contains("nc=00000001"), "{a}");
-        assert!(a.contains(r#"opaque="5ccc069c403ebaf9f0171e9517f40e41""#), "{a}");
+        assert!(
+            a.contains(r#"opaque="5ccc069c403ebaf9f0171e9517f40e41""#),
+            "{a}"
+        );
     }
 
     /// RFC 7616 §3.9.1 (MD5 and SHA-256).
@@ -293,10 +309,24 @@ mod tests {
         let base = r#"realm="http-auth@example.org", qop="auth, auth-int", nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#;
         let cnonce = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
         let md5 = Challenge::parse(&format!("Digest {base}, algorithm=MD5")).expect("md5");
-        let a = md5.authorization("Mufasa", "Circle of Life", "GET", "/dir/index.html", 1, cnonce);
+        let a = md5.authorization(
+            "Mufasa",
+            "Circle of Life",
+            "GET",
+            "/dir/index.html",
+            1,
+            cnonce,
+        );
         assert_eq!(response_of(&a), "8ca523f5e9506fed4657c9700eebdbec");
         let sha = Challenge::parse(&format!("Digest {base}, algorithm=SHA-256")).expect("sha");
-        let a = sha.authorization("Mufasa", "Circle of Life", "GET", "/dir/index.html", 1, cnonce);
+        let a = sha.authorization(
+            "Mufasa",
+            "Circle of Life",
+            "GET",
+            "/dir/index.html",
+            1,
+            cnonce,
+        );
         assert_eq!(
             response_of(&a),
             "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
@@ -311,16 +341,37 @@ mod tests {
             r#"Digest realm="example.org", nonce="b", algorithm=SHA-256, stale=TRUE"#,
         ])
         .expect("best");
-        assert_eq!((c.algorithm, c.nonce.as_str(), c.stale), (Algorithm::Sha256, "b", true));
+        assert_eq!(
+            (c.algorithm, c.nonce.as_str(), c.stale),
+            (Algorithm::Sha256, "b", true)
+        );
     }
 
     #[test]
     fn refuses_what_it_cannot_answer() {
-        assert_eq!(Challenge::parse("Basic realm=\"x\""), Err(ChallengeError::NotDigest));
-        assert_eq!(Challenge::parse("Digest nonce=\"x\""), Err(ChallengeError::Missing("realm")));
-        assert!(matches!(Challenge::parse("Digest realm=\"x\", nonce=\"y\", algorithm=SHA-1"), Err(ChallengeError::Algorithm(_))));
-        assert!(matches!(Challenge::parse("Digest realm=\"x\", nonce=\"y\", qop=\"auth-int\""), Err(ChallengeError::Qop(_))));
-        assert_eq!(Challenge::parse("Digest realm=\"x"), Err(ChallengeError::Malformed));
-        assert_eq!(Challenge::parse("Digest realm"), Err(ChallengeError::Malformed));
+        assert_eq!(
+            Challenge::parse("Basic realm=\"x\""),
+            Err(ChallengeError::NotDigest)
+        );
+        assert_eq!(
+            Challenge::parse("Digest nonce=\"x\""),
+            Err(ChallengeError::Missing("realm"))
+        );
+        assert!(matches!(
+            Challenge::parse("Digest realm=\"x\", nonce=\"y\", algorithm=SHA-1"),
+            Err(ChallengeError::Algorithm(_))
+        ));
+        assert!(matches!(
+            Challenge::parse("Digest realm=\"x\", nonce=\"y\", qop=\"auth-int\""),
+            Err(ChallengeError::Qop(_))
+        ));
+        assert_eq!(
+            Challenge::parse("Digest realm=\"x"),
+            Err(ChallengeError::Malformed)
+        );
+        assert_eq!(
+            Challenge::parse("Digest realm"),
+            Err(ChallengeError::Malformed)
+        );
     }
 }

@@ -211,7 +211,8 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response, ParseError> {
         let name = name.trim();
         let value = value.trim();
         let is = |long: &str, short: &str| {
-            name.eq_ignore_ascii_case(long) || (!short.is_empty() && name.eq_ignore_ascii_case(short))
+            name.eq_ignore_ascii_case(long)
+                || (!short.is_empty() && name.eq_ignore_ascii_case(short))
         };
         if is("via", "v") {
             if !via_seen {
@@ -299,7 +300,11 @@ fn uri_eq(a: &str, b: &str) -> bool {
         match u.rsplit_once('@') {
             Some((user, host)) => {
                 let (scheme, user) = user.split_once(':').unwrap_or(("sip", user));
-                format!("{}:{user}@{}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase())
+                format!(
+                    "{}:{user}@{}",
+                    scheme.to_ascii_lowercase(),
+                    host.to_ascii_lowercase()
+                )
             }
             None => u.to_ascii_lowercase(),
         }
@@ -337,8 +342,14 @@ Content-Length: 0\r\n\r\n";
     #[test]
     fn reads_a_registrar_ok() {
         let r = parse_response(OK.as_bytes()).expect("parse");
-        assert_eq!((r.code, r.reason.as_str(), r.branch.as_str()), (200, "OK", "z9hG4bKabc"));
-        assert_eq!((r.call_id.as_str(), r.cseq, r.method.as_str()), ("c1@host", 2, "REGISTER"));
+        assert_eq!(
+            (r.code, r.reason.as_str(), r.branch.as_str()),
+            (200, "OK", "z9hG4bKabc")
+        );
+        assert_eq!(
+            (r.call_id.as_str(), r.cseq, r.method.as_str()),
+            ("c1@host", 2, "REGISTER")
+        );
         assert_eq!(r.contacts.len(), 2);
         assert_eq!(granted_expiry(&r, "sip:alice@127.0.0.1:5060"), Some(300));
         assert_eq!(granted_expiry(&r, "sip:alice@10.0.0.1:5060"), Some(20));
@@ -366,7 +377,11 @@ Content-Length: 0\r\n\r\n";
             b"\xff\xfe",
             b"SIP/2.0 200 OK\r\nVia: x\r\nCall-ID: a\r\nCSeq: x REGISTER\r\n\r\n",
         ] {
-            assert!(parse_response(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_response(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -389,8 +404,14 @@ Content-Length: 0\r\n\r\n";
         };
         let bytes = reg.to_bytes().expect("build");
         let text = String::from_utf8(bytes.clone()).expect("utf8");
-        assert!(text.starts_with("REGISTER sip:example.org SIP/2.0\r\n"), "{text}");
-        assert!(text.contains("Contact: <sip:alice@127.0.0.1:5060>;expires=0\r\n"), "{text}");
+        assert!(
+            text.starts_with("REGISTER sip:example.org SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Contact: <sip:alice@127.0.0.1:5060>;expires=0\r\n"),
+            "{text}"
+        );
         assert!(text.contains("Expires: 0\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\n"), "{text}");
         let parsed = rsip::Request::try_from(&bytes[..]).expect("rsip parses it");
@@ -399,10 +420,16 @@ Content-Length: 0\r\n\r\n";
 
     #[test]
     fn contact_helpers() {
-        assert_eq!(contact_uri("\"A\" <sip:a@b;transport=tcp>;expires=5"), "sip:a@b;transport=tcp");
+        assert_eq!(
+            contact_uri("\"A\" <sip:a@b;transport=tcp>;expires=5"),
+            "sip:a@b;transport=tcp"
+        );
         assert_eq!(contact_expires("<sip:a@b>;q=0.5;expires=60"), Some(60));
         assert_eq!(contact_expires("sip:a@b;expires=30"), Some(30));
-        assert!(uri_eq("sip:alice@EXAMPLE.org;transport=udp", "SIP:alice@example.org"));
+        assert!(uri_eq(
+            "sip:alice@EXAMPLE.org;transport=udp",
+            "SIP:alice@example.org"
+        ));
     }
 
     proptest::proptest! {

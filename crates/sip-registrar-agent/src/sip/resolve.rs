@@ -36,7 +36,9 @@ pub async fn resolve(
                 .answers()
                 .iter()
                 .filter_map(|r| match &r.data {
-                    RData::SRV(s) => Some((s.priority, u16::MAX - s.weight, s.port, s.target.to_utf8())),
+                    RData::SRV(s) => {
+                        Some((s.priority, u16::MAX - s.weight, s.port, s.target.to_utf8()))
+                    }
                     _ => None,
                 })
                 .collect();
@@ -47,7 +49,10 @@ pub async fn resolve(
                     continue;
                 }
                 for ip in lookup_host(&host, port).await.unwrap_or_default() {
-                    out.push(Dest { addr: ip, transport });
+                    out.push(Dest {
+                        addr: ip,
+                        transport,
+                    });
                 }
             }
             if !out.is_empty() {
@@ -90,19 +95,48 @@ mod tests {
 
     #[tokio::test]
     async fn literals_and_hosts_without_dns() {
-        let d = resolve(None, &ProxyUri::parse("sip:127.0.0.1:5070").expect("uri"), Transport::Udp)
-            .await
-            .expect("resolve");
-        assert_eq!(d, vec![Dest { addr: "127.0.0.1:5070".parse().expect("addr"), transport: Transport::Udp }]);
-        let d = resolve(None, &ProxyUri::parse("sip:[::1];transport=tcp").expect("uri"), Transport::Udp)
-            .await
-            .expect("resolve");
+        let d = resolve(
+            None,
+            &ProxyUri::parse("sip:127.0.0.1:5070").expect("uri"),
+            Transport::Udp,
+        )
+        .await
+        .expect("resolve");
+        assert_eq!(
+            d,
+            vec![Dest {
+                addr: "127.0.0.1:5070".parse().expect("addr"),
+                transport: Transport::Udp
+            }]
+        );
+        let d = resolve(
+            None,
+            &ProxyUri::parse("sip:[::1];transport=tcp").expect("uri"),
+            Transport::Udp,
+        )
+        .await
+        .expect("resolve");
         assert_eq!(d[0].addr, "[::1]:5060".parse().expect("addr"));
         assert_eq!(d[0].transport, Transport::Tcp);
-        let d = resolve(None, &ProxyUri::parse("localhost:5070").expect("uri"), Transport::Udp)
+        let d = resolve(
+            None,
+            &ProxyUri::parse("localhost:5070").expect("uri"),
+            Transport::Udp,
+        )
+        .await
+        .expect("localhost from /etc/hosts");
+        assert!(
+            d.iter()
+                .all(|d| d.addr.ip().is_loopback() && d.addr.port() == 5070)
+        );
+        assert!(
+            resolve(
+                None,
+                &ProxyUri::parse("no-such-host.invalid").expect("uri"),
+                Transport::Udp
+            )
             .await
-            .expect("localhost from /etc/hosts");
-        assert!(d.iter().all(|d| d.addr.ip().is_loopback() && d.addr.port() == 5070));
-        assert!(resolve(None, &ProxyUri::parse("no-such-host.invalid").expect("uri"), Transport::Udp).await.is_err());
+            .is_err()
+        );
     }
 }

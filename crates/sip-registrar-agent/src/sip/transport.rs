@@ -194,7 +194,11 @@ async fn deliver(bytes: &[u8], inbound: &mpsc::Sender<Inbound>) {
 /// One message's length in a TCP stream: headers up to the blank line plus Content-Length.
 fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > MAX_MESSAGE { Err(()) } else { Ok(None) };
+        return if buf.len() > MAX_MESSAGE {
+            Err(())
+        } else {
+            Ok(None)
+        };
     };
     let head = &buf[..end];
     let mut body = 0usize;
@@ -294,10 +298,22 @@ mod tests {
 
     #[test]
     fn frames_tcp_messages() {
-        assert_eq!(frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\nSIP"), Ok(Some(37)));
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\nSIP"),
+            Ok(Some(37))
+        );
         assert_eq!(frame_len(b"SIP/2.0 200 OK\r\nl: 3\r\n\r\nab"), Ok(None));
-        assert_eq!(frame_len(b"SIP/2.0 200 OK\r\nl: 3\r\n\r\nabc"), Ok(Some(27)));
-        assert_eq!(frame_len(b"SIP/2.0 200 OK\r\nContent-Length: x\r\n\r\n"), Err(()));
-        assert_eq!(frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 999999\r\n\r\n"), Err(()));
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nl: 3\r\n\r\nabc"),
+            Ok(Some(27))
+        );
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: x\r\n\r\n"),
+            Err(())
+        );
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 999999\r\n\r\n"),
+            Err(())
+        );
     }
 }

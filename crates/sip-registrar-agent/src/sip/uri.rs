@@ -22,7 +22,9 @@ impl ProxyUri {
         } else if strip_prefix_ci(s, "sips:").is_some() {
             return Err("sips: (TLS) is not supported; use sip: with udp or tcp".into());
         } else if s.contains("://") {
-            return Err(format!("{s:?} is not a SIP URI (sip:host[:port][;transport=tcp])"));
+            return Err(format!(
+                "{s:?} is not a SIP URI (sip:host[:port][;transport=tcp])"
+            ));
         } else {
             s
         };
@@ -77,8 +79,7 @@ pub fn split_hostport(s: &str) -> Result<(String, Option<u16>), String> {
     }
     .and_then(|(h, p)| {
         if h.is_empty()
-            || h
-                .chars()
+            || h.chars()
                 .any(|c| c.is_whitespace() || matches!(c, '<' | '>' | '"' | ',' | '@' | '/'))
         {
             Err(format!("{h:?} is not a host"))
@@ -111,9 +112,15 @@ mod tests {
     #[test]
     fn parses_proxy_forms() {
         let p = ProxyUri::parse("sip:127.0.0.1:5070").expect("ok");
-        assert_eq!((p.host.as_str(), p.port, p.transport), ("127.0.0.1", Some(5070), None));
+        assert_eq!(
+            (p.host.as_str(), p.port, p.transport),
+            ("127.0.0.1", Some(5070), None)
+        );
         let p = ProxyUri::parse("sip:proxy.example.net;transport=TCP;lr").expect("ok");
-        assert_eq!((p.host.as_str(), p.port, p.transport), ("proxy.example.net", None, Some(Transport::Tcp)));
+        assert_eq!(
+            (p.host.as_str(), p.port, p.transport),
+            ("proxy.example.net", None, Some(Transport::Tcp))
+        );
         let p = ProxyUri::parse("<sip:[::1]:5080>").expect("ok");
         assert_eq!((p.host.as_str(), p.port), ("::1", Some(5080)));
         let p = ProxyUri::parse("10.0.0.2").expect("ok");

@@ -1,0 +1,822 @@
+//! The SIP registration agent against the real Kamailio registrar of `fixtures/kamailio` (MD5 and SHA-256
+//! digest, 423 Min-Expires, 503 Retry-After, dropped requests), on SQLite, PostgreSQL and MariaDB; and
+//! against a scripted registrar socket for what Kamailio cannot be made to do (garbage, wrong Call-ID,
+//! unknown transactions, TCP).
+//!
+//! The fixture listens on the fixed address 127.0.0.1:5070, so the tests that use it take turns
+//! ([`KAMAILIO`]); each (re)starts it in the mode it needs.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rtcplane_storage::Backend;
+use rtcplane_storage::testing::TestDb;
+use serde_json::{Value, json};
+use support::{Server, client, fixtures, free_port};
+use tokio::net::UdpSocket;
+
+const REGISTRAR: &str = "sip:127.0.0.1:5070";
+const CTL: &str = "unix:/tmp/kamailio-fixture/kamailio_ctl";
+
+/// Which Kamailio runs (mode flags), shared by the tests of this file.
+static KAMAILIO: tokio::sync::Mutex<Option<&'static str>> = tokio::sync::Mutex::const_new(None);
+
+/// Holds the registrar for one test; `mode` is "" (MD5) or "WITH_SHA256".
+async fn kamailio(mode: &'static str) -> tokio::sync::MutexGuard<'static, Option<&'static str>> {
+    let mut guard = KAMAILIO.lock().await;
+    if *guard != Some(mode) {
+        let dir = fixtures().join("kamailio");
+        let _ = Command::new("bash")
+            .arg(dir.join("stop-kamailio.sh"))
+            .output();
+        let mut cmd = Command::new("bash");
+        cmd.arg(dir.join("run-kamailio.sh"));
+        if !mode.is_empty() {
+            cmd.args(["-A", mode]);
+        }
+        let out = cmd
+            .output()
+            .expect("run-kamailio.sh (apt-get install kamailio)");
+        assert!(
+            out.status.success(),
+            "kamailio did not start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        *guard = Some(mode);
+    }
+    guard
+}
+
+fn kamcmd(args: &[&str]) -> String {
+    let out = Command::new("kamcmd")
+        .arg("-s")
+        .arg(CTL)
+        .args(args)
+        .output()
+        .expect("kamcmd (apt-get install kamailio)");
+    assert!(
+        out.status.success(),
+        "kamcmd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// REGISTER requests the registrar has received so far (retransmissions included).
+fn registers_received() -> u64 {
+    kamcmd(&["stats.get_statistics", "all"])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("core:rcv_requests_register = "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("core:rcv_requests_register in kamcmd stats")
+}
+
+/// The registrar's bindings: AoR → contact addresses.
+fn bindings() -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut aor = None;
+    for line in kamcmd(&["ul.dump"]).lines() {
+        let line = line.trim();
+        if let Some(a) = line.strip_prefix("AoR: ") {
+            aor = Some(a.to_string());
+            out.entry(a.to_string()).or_default();
+        } else if let (Some(addr), Some(a)) = (line.strip_prefix("Address: "), aor.as_ref()) {
+            out.entry(a.clone()).or_default().push(addr.to_string());
+        }
+    }
+    out
+}
+
+fn agent_env(sip_port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "RTCPLANE__SIP_AGENT__LISTEN",
+            format!("127.0.0.1:{sip_port}"),
+        ),
+        ("RTCPLANE__SIP_AGENT__OUTBOUND_PROXY", REGISTRAR.into()),
+        ("RTCPLANE__SIP_AGENT__EXPIRES", "300".into()),
+    ]
+}
+
+async fn start(db: &str, env: &[(&'static str, String)], toml: &str) -> anyhow::Result<Server> {
+    let mut b = Server::builder().storage(db).config(toml);
+    for (k, v) in env {
+        b = b.env(k, v.clone());
+    }
+    b.start().await
+}
+
+async fn api(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut req = client().request(method, server.admin_url(path));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+async fn rpc(server: &Server, method: &str, params: Value) -> anyhow::Result<Value> {
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+    Ok(client()
+        .post(server.admin_url("/rpc"))
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+/// Polls one registration until `pred` holds.
+async fn wait_for(
+    server: &Server,
+    id: i64,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    let until = Instant::now() + within;
+    let mut last = Value::Null;
+    while Instant::now() < until {
+        let (code, v) = api(
+            server,
+            reqwest::Method::GET,
+            &format!("/api/v1/sip/registrations/{id}"),
+            None,
+        )
+        .await?;
+        if code == 200 && pred(&v) {
+            return Ok(v);
+        }
+        last = v;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "registration {id}: {what} not reached within {within:?}; last {last}\n{}",
+        server.log()
+    )
+}
+
+fn status(v: &Value) -> &str {
+    v["status"].as_str().unwrap_or_default()
+}
+
+/// Rows of the registrations table, straight from the database.
+async fn db_rows(
+    url: &str,
+) -> anyhow::Result<BTreeMap<i64, (i64, Option<i64>, Option<String>, bool)>> {
+    use sqlx::Row;
+    let q = "SELECT subscriber_id, registration_status, last_code, last_reason, expiry FROM registrations";
+    let mut out = BTreeMap::new();
+    match Backend::from_url(url)? {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url).await?;
+            for r in sqlx::query(q).fetch_all(&pool).await? {
+                let expiry: Option<String> = r.try_get(4)?;
+                out.insert(
+                    r.try_get(0)?,
+                    (
+                        r.try_get(1)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        expiry.is_some(),
+                    ),
+                );
+            }
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await?;
+            for r in sqlx::query(q).fetch_all(&pool).await? {
+                let id: i32 = r.try_get(0)?;
+                let st: i16 = r.try_get(1)?;
+                let code: Option<i16> = r.try_get(2)?;
+                let expiry: Option<chrono::NaiveDateTime> = r.try_get(4)?;
+                out.insert(
+                    i64::from(id),
+                    (
+                        i64::from(st),
+                        code.map(i64::from),
+                        r.try_get(3)?,
+                        expiry.is_some(),
+                    ),
+                );
+            }
+        }
+        Backend::MySql => {
+            let pool = sqlx::MySqlPool::connect(url).await?;
+            for r in sqlx::query(q).fetch_all(&pool).await? {
+                let id: i32 = r.try_get(0)?;
+                let st: i8 = r.try_get(1)?;
+                let code: Option<i16> = r.try_get(2)?;
+                let expiry: Option<chrono::NaiveDateTime> = r.try_get(4)?;
+                out.insert(
+                    i64::from(id),
+                    (
+                        i64::from(st),
+                        code.map(i64::from),
+                        r.try_get(3)?,
+                        expiry.is_some(),
+                    ),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts SEMS subscribers directly, as an operator's provisioning does.
+async fn insert_subscribers(url: &str, rows: &[(i64, &str, &str)]) -> anyhow::Result<()> {
+    let backend = Backend::from_url(url)?;
+    let sql = match backend {
+        Backend::Postgres => {
+            "INSERT INTO subscribers (subscriber_id, \"user\", pass, realm, contact) VALUES ($1, $2, $3, 'example.org', '')"
+        }
+        _ => {
+            "INSERT INTO subscribers (subscriber_id, user, pass, realm, contact) VALUES (?, ?, ?, 'example.org', '')"
+        }
+    };
+    macro_rules! run {
+        ($pool:expr, $id:ty) => {{
+            let pool = $pool;
+            let mut tx = pool.begin().await?;
+            for (id, user, pass) in rows {
+                sqlx::query(sql)
+                    .bind(*id as $id)
+                    .bind(*user)
+                    .bind(*pass)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }};
+    }
+    match backend {
+        Backend::Sqlite => run!(sqlx::SqlitePool::connect(url).await?, i64),
+        Backend::Postgres => run!(sqlx::PgPool::connect(url).await?, i32),
+        Backend::MySql => run!(sqlx::MySqlPool::connect(url).await?, i32),
+    }
+    Ok(())
+}
+
+fn migrate(dir: &Path, url: &str) {
+    let out = support::run(
+        dir,
+        &["migrate"],
+        &[("RTCPLANE__STORAGE__URL", url.to_string())],
+    );
+    assert!(
+        out.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// REST create → REGISTER with MD5 digest → ACTIVE with the binding at Kamailio; REST delete → de-REGISTER →
+/// REMOVED (4) and the binding gone. SQLite.
+#[tokio::test]
+async fn registers_and_removes_through_rest_md5() -> anyhow::Result<()> {
+    let _k = kamailio("").await;
+    let port = free_port();
+    let server = start(
+        &TestDb::new(Backend::Sqlite).await.url,
+        &agent_env(port),
+        "",
+    )
+    .await?;
+    let (code, created) = api(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/sip/registrations",
+        Some(json!({"user": "alice", "pass": "alicepw", "realm": "example.org"})),
+    )
+    .await?;
+    assert_eq!(code, 201, "{created}");
+    let id = created["subscriber_id"].as_i64().context("subscriber_id")?;
+    let v = wait_for(&server, id, Duration::from_secs(10), "active", |v| {
+        status(v) == "active"
+    })
+    .await?;
+    assert_eq!(v["registration_status"], 2);
+    assert_eq!(v["last_code"], 200);
+    let contact = format!("sip:alice@127.0.0.1:{port}");
+    assert_eq!(v["contact"], contact.as_str());
+    assert!(
+        v["contacts"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&contact),
+        "{v}"
+    );
+    assert!(
+        bindings()
+            .get("alice")
+            .is_some_and(|c| c.contains(&contact)),
+        "{:?}",
+        bindings()
+    );
+
+    let (code, body) = api(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/sip/registrations/{id}"),
+        None,
+    )
+    .await?;
+    assert_eq!(code, 202, "{body}");
+    let v = wait_for(&server, id, Duration::from_secs(10), "removed", |v| {
+        status(v) == "removed"
+    })
+    .await?;
+    assert_eq!(v["registration_status"], 4);
+    assert!(
+        !bindings()
+            .get("alice")
+            .is_some_and(|c| c.contains(&contact)),
+        "binding still there: {:?}",
+        bindings()
+    );
+
+    // Bad input gets clear errors.
+    let (code, body) = api(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/sip/registrations",
+        Some(json!({"user": "a b", "pass": "x", "realm": "example.org"})),
+    )
+    .await?;
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = api(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/sip/registrations/999",
+        None,
+    )
+    .await?;
+    assert_eq!(code, 404);
+    let (code, body) = api(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/sip/registrations?status=bogus",
+        None,
+    )
+    .await?;
+    assert_eq!(code, 400, "{body}");
+    let metrics = client()
+        .get(server.admin_url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("rtcplane_sip_registrations{status=\"removed\"} 1"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+/// Accounts already in the database (PostgreSQL) are registered at start with SHA-256 digest; the status
+/// columns are written as SEMS writes them.
+#[tokio::test]
+async fn registers_database_accounts_sha256_postgres() -> anyhow::Result<()> {
+    let _k = kamailio("WITH_SHA256").await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir()?;
+    migrate(dir.path(), &db.url);
+    insert_subscribers(
+        &db.url,
+        &[
+            (1, "alice", "alicepw"),
+            (2, "bob", "bobpw"),
+            (3, "bob", "wrong"),
+        ],
+    )
+    .await?;
+    let server = start(&db.url, &agent_env(free_port()), "").await?;
+    wait_for(&server, 1, Duration::from_secs(10), "active", |v| {
+        status(v) == "active"
+    })
+    .await?;
+    wait_for(&server, 2, Duration::from_secs(10), "active", |v| {
+        status(v) == "active"
+    })
+    .await?;
+    let v = wait_for(&server, 3, Duration::from_secs(10), "failed", |v| {
+        status(v) == "failed"
+    })
+    .await?;
+    assert_eq!(v["last_code"], 403, "{v}");
+    // Written through the batching writer: poll the table itself.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let rows = db_rows(&db.url).await?;
+        let ok = rows
+            .get(&1)
+            .is_some_and(|r| r.0 == 2 && r.1 == Some(200) && r.3)
+            && rows.get(&3).is_some_and(|r| r.0 == 3 && r.1 == Some(403));
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < until, "registrations table: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// SEMS's DI functions over JSON-RPC on MariaDB: create, update of an unknown id (creates), refresh,
+/// remove; errors as JSON-RPC errors.
+#[tokio::test]
+async fn json_rpc_di_functions_mariadb() -> anyhow::Result<()> {
+    let _k = kamailio("").await;
+    let db = TestDb::new(Backend::MySql).await;
+    let server = start(&db.url, &agent_env(free_port()), "").await?;
+    let r = rpc(
+        &server,
+        "createRegistration",
+        json!([10, "alice", "alicepw", "example.org"]),
+    )
+    .await?;
+    assert_eq!(r["result"]["subscriber_id"], 10, "{r}");
+    let r = rpc(
+        &server,
+        "updateRegistration",
+        json!({"subscriber_id": 11, "user": "bob", "pass": "bobpw", "realm": "example.org"}),
+    )
+    .await?;
+    assert!(r.get("error").is_none(), "{r}");
+    wait_for(&server, 10, Duration::from_secs(10), "active", |v| {
+        status(v) == "active"
+    })
+    .await?;
+    wait_for(&server, 11, Duration::from_secs(10), "active", |v| {
+        status(v) == "active"
+    })
+    .await?;
+    // SEMS's generic DI call shape.
+    let before = registers_received();
+    let r = rpc(
+        &server,
+        "di",
+        json!(["db_reg_agent", "refreshRegistration", 10]),
+    )
+    .await?;
+    assert!(r.get("error").is_none(), "{r}");
+    let until = Instant::now() + Duration::from_secs(5);
+    while registers_received() < before + 2 {
+        assert!(Instant::now() < until, "refresh sent no REGISTER");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = rpc(&server, "removeRegistration", json!([11])).await?;
+    assert!(r.get("error").is_none(), "{r}");
+    wait_for(&server, 11, Duration::from_secs(10), "removed", |v| {
+        status(v) == "removed"
+    })
+    .await?;
+    assert!(
+        !bindings().contains_key("bob") || bindings()["bob"].is_empty(),
+        "{:?}",
+        bindings()
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let rows = db_rows(&db.url).await?;
+        if rows.get(&10).is_some_and(|r| r.0 == 2) && rows.get(&11).is_some_and(|r| r.0 == 4) {
+            break;
+        }
+        assert!(Instant::now() < until, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Errors.
+    assert_eq!(
+        rpc(&server, "refreshRegistration", json!([999])).await?["error"]["code"],
+        -32004
+    );
+    assert_eq!(
+        rpc(&server, "createRegistration", json!([1, "x"])).await?["error"]["code"],
+        -32602
+    );
+    assert_eq!(
+        rpc(&server, "nope", json!([])).await?["error"]["code"],
+        -32601
+    );
+    let raw = client()
+        .post(server.admin_url("/rpc"))
+        .body("{not json")
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
+    assert_eq!(raw["error"]["code"], -32700);
+    Ok(())
+}
+
+/// 423 → retried with Min-Expires; 503 → FAILED and retried after Retry-After; a dropped request → 408 after
+/// Timer F; an unreachable TCP proxy → 480 "unable to send request".
+#[tokio::test]
+async fn registrar_errors_are_recorded_and_retried() -> anyhow::Result<()> {
+    let _k = kamailio("").await;
+    let mut env = agent_env(free_port());
+    env.push(("RTCPLANE__SIP_AGENT__EXPIRES", "10".into()));
+    env.push(("RTCPLANE__SIP_AGENT__TIMER_T1", "40ms".into()));
+    let server = start(&TestDb::new(Backend::Sqlite).await.url, &env, "").await?;
+    for (id, user, pass) in [
+        (1, "bob", "bobpw"),
+        (2, "busy503", "busypw"),
+        (3, "slow", "slowpw"),
+    ] {
+        let r = rpc(
+            &server,
+            "createRegistration",
+            json!([id, user, pass, "example.org"]),
+        )
+        .await?;
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    let v = wait_for(
+        &server,
+        1,
+        Duration::from_secs(10),
+        "active after 423",
+        |v| status(v) == "active",
+    )
+    .await?;
+    let expiry = chrono::DateTime::parse_from_rfc3339(v["expiry"].as_str().unwrap_or_default())?;
+    let granted = (expiry.timestamp() - chrono::Utc::now().timestamp()).abs();
+    assert!(
+        (50..=61).contains(&granted),
+        "granted {granted} s, want Min-Expires 60: {v}"
+    );
+    let v = wait_for(&server, 2, Duration::from_secs(10), "failed 503", |v| {
+        v["last_code"] == 503
+    })
+    .await?;
+    assert_eq!(status(&v), "failed");
+    assert!(
+        v["next_action_in"].as_u64().is_some_and(|s| s <= 5),
+        "503 retried after Retry-After 5: {v}"
+    );
+    let v = wait_for(&server, 3, Duration::from_secs(10), "timeout", |v| {
+        v["last_code"] == 408
+    })
+    .await?;
+    assert_eq!(status(&v), "failed");
+
+    // TCP to a port where nothing listens.
+    let closed = free_port();
+    let env = vec![
+        (
+            "RTCPLANE__SIP_AGENT__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "RTCPLANE__SIP_AGENT__OUTBOUND_PROXY",
+            format!("sip:127.0.0.1:{closed};transport=tcp"),
+        ),
+    ];
+    let server = start(&TestDb::new(Backend::Sqlite).await.url, &env, "").await?;
+    rpc(
+        &server,
+        "createRegistration",
+        json!([1, "alice", "alicepw", "example.org"]),
+    )
+    .await?;
+    let v = wait_for(&server, 1, Duration::from_secs(10), "480", |v| {
+        v["last_code"] == 480
+    })
+    .await?;
+    assert_eq!(v["last_reason"], "unable to send request");
+    assert_eq!(status(&v), "failed");
+    Ok(())
+}
+
+/// 1,000 ACTIVE accounts, the agent restarted: no REGISTER reaches the registrar in the first refresh window,
+/// and every account is still ACTIVE.
+#[tokio::test]
+async fn restart_sends_nothing_for_valid_bindings() -> anyhow::Result<()> {
+    let _k = kamailio("").await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir()?;
+    migrate(dir.path(), &db.url);
+    let names: Vec<String> = (0..1000).map(|i| format!("load{i}")).collect();
+    let rows: Vec<(i64, &str, &str)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as i64 + 1, n.as_str(), "loadpw"))
+        .collect();
+    insert_subscribers(&db.url, &rows).await?;
+    let mut env = agent_env(free_port());
+    env.push(("RTCPLANE__SIP_AGENT__EXPIRES", "3600".into()));
+    env.push(("RTCPLANE__SIP_AGENT__RATELIMIT_RATE", "500".into()));
+    let mut server = start(&db.url, &env, "").await?;
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = api(
+            &server,
+            reqwest::Method::GET,
+            "/api/v1/sip/registrations?status=active&limit=1",
+            None,
+        )
+        .await?;
+        if v["total"] == 1000 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "not all active: {v}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the writer store the last rows, then stop (SIGTERM: graceful).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.terminate(Duration::from_secs(15)).await?;
+    let before = registers_received();
+    let server = start(&db.url, &env, "").await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = registers_received();
+    assert_eq!(
+        after, before,
+        "REGISTERs sent after restart for still-valid bindings"
+    );
+    let (_, v) = api(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/sip/registrations?status=active&limit=1",
+        None,
+    )
+    .await?;
+    assert_eq!(v["total"], 1000, "{v}");
+    Ok(())
+}
+
+/// A scripted registrar: garbage, a response with a wrong Call-ID, one for an unknown transaction and a
+/// stray request are ignored (the process stays up); the right 200 completes the registration.
+#[tokio::test]
+async fn ignores_malformed_and_unmatched_responses() -> anyhow::Result<()> {
+    let registrar = UdpSocket::bind("127.0.0.1:0").await?;
+    let env = vec![
+        (
+            "RTCPLANE__SIP_AGENT__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "RTCPLANE__SIP_AGENT__OUTBOUND_PROXY",
+            format!("sip:{}", registrar.local_addr()?),
+        ),
+    ];
+    let mut server = start(&TestDb::new(Backend::Sqlite).await.url, &env, "").await?;
+    rpc(
+        &server,
+        "createRegistration",
+        json!([1, "alice", "pw", "example.org"]),
+    )
+    .await?;
+    let mut buf = vec![0u8; 65535];
+    let (n, from) =
+        tokio::time::timeout(Duration::from_secs(5), registrar.recv_from(&mut buf)).await??;
+    let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let header = |name: &str| -> String {
+        request
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (via, call_id, cseq, from_h, to) = (
+        header("Via"),
+        header("Call-ID"),
+        header("CSeq"),
+        header("From"),
+        header("To"),
+    );
+    let reply = |code: &str, via: &str, call_id: &str| {
+        format!(
+            "SIP/2.0 {code}\r\nVia: {via}\r\nFrom: {from_h}\r\nTo: {to};tag=x\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nContact: <sip:alice@{}>;expires=120\r\nContent-Length: 0\r\n\r\n",
+            from
+        )
+    };
+    let junk: Vec<Vec<u8>> = vec![
+        b"\x00\x01garbage".to_vec(),
+        b"SIP/2.0 200 OK\r\n\r\n".to_vec(),
+        b"SIP/2.0 999999 Nope\r\nVia: x\r\n\r\n".to_vec(),
+        reply("200 OK", &via, "someone-else").into_bytes(),
+        reply(
+            "200 OK",
+            "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKunknown",
+            &call_id,
+        )
+        .into_bytes(),
+        b"OPTIONS sip:alice@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK1\r\n\r\n"
+            .to_vec(),
+        vec![b'A'; 70_000.min(65_000)],
+    ];
+    for j in &junk {
+        registrar.send_to(j, from).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = api(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/sip/registrations/1",
+        None,
+    )
+    .await?;
+    assert_eq!(
+        status(&v),
+        "pending",
+        "junk must not complete or fail the transaction: {v}"
+    );
+    registrar
+        .send_to(reply("200 OK", &via, &call_id).as_bytes(), from)
+        .await?;
+    let v = wait_for(&server, 1, Duration::from_secs(5), "active", |v| {
+        status(v) == "active"
+    })
+    .await?;
+    assert_eq!(v["last_code"], 200);
+    assert!(server.alive(), "the process died");
+    let metrics = client()
+        .get(server.admin_url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("rtcplane_sip_stray_responses_total 2"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+/// Over TCP: the REGISTER arrives framed on a connection and the 200 comes back on it.
+#[tokio::test]
+async fn registers_over_tcp() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let env = vec![
+        (
+            "RTCPLANE__SIP_AGENT__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "RTCPLANE__SIP_AGENT__OUTBOUND_PROXY",
+            format!("sip:{};transport=tcp", listener.local_addr()?),
+        ),
+    ];
+    let server = start(&TestDb::new(Backend::Sqlite).await.url, &env, "").await?;
+    rpc(
+        &server,
+        "createRegistration",
+        json!([5, "carol", "pw", "example.org"]),
+    )
+    .await?;
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await??;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk)).await??;
+        anyhow::ensure!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let request = String::from_utf8_lossy(&buf).into_owned();
+    assert!(
+        request.starts_with("REGISTER sip:example.org SIP/2.0\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("Via: SIP/2.0/TCP "), "{request}");
+    let header = |name: &str| {
+        request
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Two responses in one segment, the first a 100 Trying, with a CRLF keep-alive between.
+    let resp = format!(
+        "SIP/2.0 100 Trying\r\nVia: {via}\r\nCall-ID: {cid}\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n\r\n\r\nSIP/2.0 200 OK\r\nVia: {via}\r\nCall-ID: {cid}\r\nCSeq: {cseq}\r\nExpires: 90\r\nContent-Length: 0\r\n\r\n",
+        via = header("Via"),
+        cid = header("Call-ID"),
+        cseq = header("CSeq")
+    );
+    conn.write_all(resp.as_bytes()).await?;
+    let v = wait_for(&server, 5, Duration::from_secs(5), "active", |v| {
+        status(v) == "active"
+    })
+    .await?;
+    assert_eq!(v["last_code"], 200);
+    Ok(())
+}
