@@ -8,7 +8,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -159,7 +158,6 @@ struct Tx {
     provisional: bool,
     auth_attempts: u8,
     interval_attempts: u8,
-    authorized: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -398,7 +396,7 @@ impl Engine {
         for s in subs {
             let status = s
                 .status
-                .and_then(|c| Status::from_code(c))
+                .and_then(Status::from_code)
                 .unwrap_or(Status::Inactive);
             let acc = Account {
                 subscriber_id: s.subscriber_id,
@@ -681,7 +679,7 @@ impl Engine {
         };
         if let Some((dests, _)) = self.dns.get(&key) {
             match dests.first().copied() {
-                Some(dest) => self.send_new(id, action, dest, false),
+                Some(dest) => self.send_request(id, action, dest, 0, 0, None),
                 None => self.fail_unsent(id, action),
             }
             return;
@@ -726,18 +724,14 @@ impl Engine {
                 continue;
             };
             match dests.first().copied() {
-                Some(dest) => self.send_new(id, action, dest, false),
+                Some(dest) => self.send_request(id, action, dest, 0, 0, None),
                 None => self.fail_unsent(id, action),
             }
         }
     }
 
-    /// Builds and sends a REGISTER for the binding (a new transaction; `resend` carries the auth or 423
-    /// state of the one it answers).
-    fn send_new(&mut self, id: i64, action: Action, dest: Dest, _resend: bool) {
-        self.send_request(id, action, dest, 0, 0, None);
-    }
-
+    /// Builds and sends a REGISTER (a new transaction); `challenge` is answered when given, the attempt
+    /// counters carry over from the transaction it follows.
     fn send_request(
         &mut self,
         id: i64,
@@ -868,7 +862,6 @@ impl Engine {
                 provisional: false,
                 auth_attempts,
                 interval_attempts,
-                authorized,
             },
         );
         let now = Instant::now();
@@ -885,11 +878,6 @@ impl Engine {
     }
 
     fn finish_failure(&mut self, t: Tx, code: u16, reason: &str, retry_after: Option<u32>) {
-        if let Some(b) = self.bindings.get_mut(&t.id)
-            && b.tx.is_some_and(|x| self.txs.get(&x).is_none())
-        {
-            b.tx = None;
-        }
         self.record_failure(t.id, t.action, code, reason, retry_after);
     }
 
@@ -1053,10 +1041,7 @@ impl Engine {
                     Some((ch, proxy, 1)),
                 );
             }
-            _ => {
-                let _ = t.authorized;
-                self.finish_failure(t, r.code, &r.reason, None)
-            }
+            _ => self.finish_failure(t, r.code, &r.reason, None),
         }
     }
 
@@ -1221,10 +1206,4 @@ impl Engine {
             }
         }
     }
-}
-
-/// The address requests of an account would come from (for tests and the API).
-#[allow(dead_code)]
-pub(crate) fn describe_dest(d: &Dest) -> (SocketAddr, Transport) {
-    (d.addr, d.transport)
 }
