@@ -75,6 +75,9 @@ const PEER_TOOLS: &[(&str, &str)] = &[
     ("kamailio", "kamailio"),
     ("kamcmd", "kamailio"),
     ("sipp", "sip-tester"),
+    // The SIP bench seeds its 20,000 accounts with it; /usr/bin/time measures SIPp.
+    ("sqlite3", "sqlite3"),
+    ("/usr/bin/time", "time"),
 ];
 
 /// A command on the PATH, or (for an absolute path) a file that exists.

@@ -1,10 +1,13 @@
-//! Administration commands that act on the store (`rtcplane turn user …`).
+//! Administration commands: on the store (`rtcplane turn user …`, `rtcplane hooks key …`) or, for the SIP
+//! agent whose state lives in the running server, on its admin API (`rtcplane sip account …`).
 
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
 
-use crate::cli::{HooksCommand, HooksKeyCommand, TurnCommand, TurnUserCommand};
+use crate::cli::{
+    HooksCommand, HooksKeyCommand, SipAccountCommand, SipCommand, TurnCommand, TurnUserCommand,
+};
 use crate::config::Config;
 use crate::serve::connect_migrated;
 
@@ -135,4 +138,130 @@ pub(crate) async fn hooks(config: &Config, command: HooksCommand) -> anyhow::Res
             result
         }
     }
+}
+
+fn read_secret(given: Option<String>, stdin: bool) -> anyhow::Result<String> {
+    match (given, stdin) {
+        (Some(p), false) => Ok(p),
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        _ => bail!("give the password with --pass or --pass-stdin"),
+    }
+}
+
+/// `rtcplane sip …`: calls the running server's admin API, where the agent's state lives.
+pub(crate) async fn sip(
+    config: &Config,
+    admin: Option<String>,
+    command: SipCommand,
+) -> anyhow::Result<()> {
+    let SipCommand::Account { command } = command;
+    let base = admin
+        .unwrap_or_else(|| format!("http://{}", config.http.admin_listen))
+        .trim_end_matches('/')
+        .to_owned();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let url = |path: &str| format!("{base}/api/v1/sip/registrations{path}");
+    let send = |req: reqwest::RequestBuilder| async {
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the admin API at {base} (is `rtcplane serve` running? --admin URL)"
+            )
+        })?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let message = body["error"]["message"]
+                .as_str()
+                .map_or_else(|| body.to_string(), str::to_owned);
+            bail!("{status}: {message}");
+        }
+        Ok(body)
+    };
+    let mut out = std::io::stdout().lock();
+    match command {
+        SipAccountCommand::Add {
+            user,
+            realm,
+            pass,
+            pass_stdin,
+            contact,
+            id,
+        } => {
+            let pass = read_secret(pass, pass_stdin)?;
+            let body = serde_json::json!({"subscriber_id": id, "user": user, "pass": pass, "realm": realm, "contact": contact});
+            let v = send(client.post(url("")).json(&body)).await?;
+            writeln!(out, "{}", v["subscriber_id"])?;
+        }
+        SipAccountCommand::Update {
+            id,
+            user,
+            realm,
+            pass,
+            pass_stdin,
+            contact,
+        } => {
+            let pass = read_secret(pass, pass_stdin)?;
+            let body =
+                serde_json::json!({"user": user, "pass": pass, "realm": realm, "contact": contact});
+            let v = send(client.put(url(&format!("/{id}"))).json(&body)).await?;
+            writeln!(out, "{id}\t{}", v["status"].as_str().unwrap_or_default())?;
+        }
+        SipAccountCommand::Del { id } => {
+            send(client.delete(url(&format!("/{id}")))).await?;
+            writeln!(out, "{id}\tto_be_removed")?;
+        }
+        SipAccountCommand::Refresh { id } => {
+            send(client.post(url(&format!("/{id}/refresh")))).await?;
+            writeln!(out, "{id}\trefresh queued")?;
+        }
+        SipAccountCommand::Show { id } => {
+            let v = send(client.get(url(&format!("/{id}")))).await?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
+        SipAccountCommand::List {
+            status,
+            user,
+            realm,
+            limit,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(status.map(|s| ("status", s)));
+            query.extend(user.map(|s| ("user", s)));
+            query.extend(realm.map(|s| ("realm", s)));
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(query)
+                .finish();
+            let v = send(client.get(format!("{}?{query}", url("")))).await?;
+            for r in v["registrations"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "{}\t{}@{}\t{}\t{}\t{}\t{}",
+                    r["subscriber_id"],
+                    r["user"].as_str().unwrap_or_default(),
+                    r["realm"].as_str().unwrap_or_default(),
+                    r["status"].as_str().unwrap_or_default(),
+                    r["last_code"],
+                    r["last_reason"].as_str().unwrap_or("-"),
+                    r["expiry"].as_str().unwrap_or("-"),
+                )?;
+            }
+            writeln!(
+                out,
+                "{} of {}",
+                v["registrations"].as_array().map_or(0, Vec::len),
+                v["total"]
+            )?;
+        }
+    }
+    Ok(())
 }

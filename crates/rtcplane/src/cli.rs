@@ -41,6 +41,106 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: HooksCommand,
     },
+    /// SIP registration agent: the accounts a running server keeps registered (through its admin API).
+    Sip {
+        /// Admin API of the running server (default: http://<http.admin_listen>).
+        #[arg(long, global = true, value_name = "URL")]
+        admin: Option<String>,
+        #[command(subcommand)]
+        command: SipCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SipCommand {
+    /// Accounts (SEMS subscribers) and their registration status.
+    Account {
+        #[command(subcommand)]
+        command: SipAccountCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SipAccountCommand {
+    /// Add an account (a `subscribers` row) and register it now; prints its subscriber id.
+    Add {
+        /// Auth and AOR user.
+        #[arg(long)]
+        user: String,
+        /// Realm (registrar domain).
+        #[arg(long)]
+        realm: String,
+        /// Password (visible in the process list; prefer --pass-stdin).
+        #[arg(
+            long,
+            conflicts_with = "pass_stdin",
+            required_unless_present = "pass_stdin"
+        )]
+        pass: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        pass_stdin: bool,
+        /// Contact to register instead of the default.
+        #[arg(long)]
+        contact: Option<String>,
+        /// subscriber_id to use (default: the database picks one).
+        #[arg(long)]
+        id: Option<i64>,
+    },
+    /// Change an account (re-registers at once if user, realm or contact change).
+    Update {
+        /// subscriber_id.
+        id: i64,
+        /// Auth and AOR user.
+        #[arg(long)]
+        user: String,
+        /// Realm.
+        #[arg(long)]
+        realm: String,
+        /// Password.
+        #[arg(
+            long,
+            conflicts_with = "pass_stdin",
+            required_unless_present = "pass_stdin"
+        )]
+        pass: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        pass_stdin: bool,
+        /// Contact to register instead of the default.
+        #[arg(long)]
+        contact: Option<String>,
+    },
+    /// De-register an account (status 5, then 4 when the registrar confirms).
+    Del {
+        /// subscriber_id.
+        id: i64,
+    },
+    /// REGISTER an account now.
+    Refresh {
+        /// subscriber_id.
+        id: i64,
+    },
+    /// Show one account's registration.
+    Show {
+        /// subscriber_id.
+        id: i64,
+    },
+    /// List accounts: id, user@realm, status, last code and reason, expiry.
+    List {
+        /// Only this status (0-5 or a name: inactive, pending, active, failed, removed, to_be_removed).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this realm.
+        #[arg(long)]
+        realm: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             Command::Migrate => serve::migrate(&config).await,
             Command::Turn { command } => admin::turn(&config, command).await,
             Command::Hooks { command } => admin::hooks(&config, command).await,
+            Command::Sip { admin, command } => admin::sip(&config, admin, command).await,
             Command::CheckConfig => Ok(()),
         }
     });

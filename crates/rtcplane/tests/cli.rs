@@ -350,6 +350,7 @@ fn every_config_example_passes_check_config_with_secrets_hidden() {
         let out = stdout(&o);
         assert!(!out.contains("change-me-to-a-long-random-secret"), "{out}");
         assert!(!out.contains("rtcplane:change-me@"), "{out}");
+        assert!(!out.contains("sems:CHANGE-ME@"), "{out}");
         checked.push(
             path.file_name()
                 .expect("name")
@@ -360,6 +361,11 @@ fn every_config_example_passes_check_config_with_secrets_hidden() {
     checked.sort();
     assert_eq!(
         checked,
-        ["all-in-one.toml", "cluster.toml", "coturn-replacement.toml"]
+        [
+            "all-in-one.toml",
+            "cluster.toml",
+            "coturn-replacement.toml",
+            "sems-replacement.toml"
+        ]
     );
 }

@@ -152,7 +152,11 @@ async fn env_moves_the_admin_listener() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn disabled_subsystems_open_no_port() -> anyhow::Result<()> {
-    let server = Server::builder().start().await?;
+    // TURN is off in every test server; the SIP agent is on (on an ephemeral port) unless switched off.
+    let server = Server::builder()
+        .env("RTCPLANE__SIP_AGENT__ENABLED", "false")
+        .start()
+        .await?;
     let sockets = sockets_of(server.pid())?;
     let expected: std::collections::BTreeSet<u16> =
         [server.admin.port(), server.public.port()].into();
@@ -165,6 +169,11 @@ async fn disabled_subsystems_open_no_port() -> anyhow::Result<()> {
         "no UDP socket without TURN or SIP: {:?}",
         sockets.udp
     );
+    // Enabled, the SIP agent opens its one UDP socket and no listener.
+    let server = Server::builder().start().await?;
+    let sockets = sockets_of(server.pid())?;
+    assert_eq!(sockets.udp.len(), 1, "{:?}", sockets.udp);
+    assert_eq!(sockets.tcp_listen.len(), 2, "{:?}", sockets.tcp_listen);
     Ok(())
 }
 

@@ -823,3 +823,95 @@ async fn registers_over_tcp() -> anyhow::Result<()> {
     assert_eq!(v["last_code"], 200);
     Ok(())
 }
+
+/// `rtcplane sip account …` drives a running server through its admin API.
+#[tokio::test]
+async fn cli_manages_accounts() -> anyhow::Result<()> {
+    let _k = kamailio("").await;
+    let server = start(
+        &TestDb::new(Backend::Sqlite).await.url,
+        &agent_env(free_port()),
+        "",
+    )
+    .await?;
+    let admin = format!("http://{}", server.admin);
+    let cli = |args: &[&str]| {
+        let mut all = vec!["sip", "--admin", admin.as_str(), "account"];
+        all.extend_from_slice(args);
+        support::run(server.dir.path(), &all, &[])
+    };
+    let out = cli(&[
+        "add",
+        "--user",
+        "bob",
+        "--realm",
+        "example.org",
+        "--pass",
+        "bobpw",
+        "--id",
+        "42",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    wait_for(&server, 42, Duration::from_secs(10), "active", |v| {
+        status(v) == "active"
+    })
+    .await?;
+    let out = cli(&["list", "--status", "active"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("42\tbob@example.org\tactive\t200\tOK"),
+        "{text}"
+    );
+    let out = cli(&["show", "42"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"registration_status\": 2"));
+    let out = cli(&[
+        "add",
+        "--user",
+        "bob",
+        "--realm",
+        "example.org",
+        "--pass",
+        "bobpw",
+        "--id",
+        "42",
+    ]);
+    assert!(!out.status.success(), "a second add of id 42 must fail");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["del", "42"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(&server, 42, Duration::from_secs(10), "removed", |v| {
+        status(v) == "removed"
+    })
+    .await?;
+    let out = cli(&["refresh", "7"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = support::run(
+        server.dir.path(),
+        &["sip", "--admin", "http://127.0.0.1:1", "account", "list"],
+        &[],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin API"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

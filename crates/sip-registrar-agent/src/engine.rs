@@ -46,7 +46,7 @@ pub struct Account {
 }
 
 /// A binding as the API shows it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct BindingView {
     /// subscriber_id.
     pub subscriber_id: i64,

@@ -1,4 +1,4 @@
-//! Control: JSON-RPC 2.0 on `/rpc` with SEMS's DI functions, and REST on `/api/v1/sip/registrations`.
+//! Control (handlers public for the binary's OpenAPI document): JSON-RPC 2.0 on `/rpc` with SEMS's DI functions, and REST on `/api/v1/sip/registrations`.
 //!
 //! JSON-RPC methods: `createRegistration(subscriber_id, user, pass, realm[, contact])`,
 //! `updateRegistration(…same…)`, `refreshRegistration(subscriber_id)`, `removeRegistration(subscriber_id)`,
@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::engine::{Account, ControlError, ListFilter};
+use crate::engine::{Account, BindingView, ControlError, ListFilter};
 use crate::{Agent, Status};
 
 pub(crate) fn router(agent: Agent) -> Router {
@@ -53,7 +53,8 @@ fn body_error(e: &JsonRejection) -> Response {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+/// Query of the list.
+pub struct ListQuery {
     status: Option<String>,
     user: Option<String>,
     realm: Option<String>,
@@ -70,7 +71,10 @@ fn parse_status(s: &str) -> Option<Status> {
         .find(|st| st.name().eq_ignore_ascii_case(s))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/sip/registrations", tag = "sip",
+    params(("status" = Option<String>, Query, description = "0-5 or a name"), ("user" = Option<String>, Query), ("realm" = Option<String>, Query), ("limit" = Option<usize>, Query), ("offset" = Option<usize>, Query)),
+    responses((status = 200, description = "{total, registrations: [BindingView]}"), (status = 400)))]
+pub async fn list(
     State(agent): State<Agent>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -107,7 +111,9 @@ async fn list(
     }
 }
 
-async fn show(State(agent): State<Agent>, Path(id): Path<i64>) -> Response {
+#[utoipa::path(get, path = "/api/v1/sip/registrations/{id}", tag = "sip", params(("id" = i64, Path)),
+    responses((status = 200, body = BindingView), (status = 404)))]
+pub async fn show(State(agent): State<Agent>, Path(id): Path<i64>) -> Response {
     match agent.get(id).await {
         Ok(Some(v)) => Json(v).into_response(),
         Ok(None) => control_error(&ControlError::NotFound(id)),
@@ -117,7 +123,8 @@ async fn show(State(agent): State<Agent>, Path(id): Path<i64>) -> Response {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AccountBody {
+/// Body of a create.
+pub struct AccountBody {
     subscriber_id: Option<i64>,
     user: String,
     pass: String,
@@ -126,7 +133,10 @@ struct AccountBody {
     contact: Option<String>,
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/sip/registrations", tag = "sip",
+    request_body(description = "{subscriber_id?, user, pass, realm, contact?}", content_type = "application/json"),
+    responses((status = 201, body = BindingView), (status = 400), (status = 409)))]
+pub async fn create(
     State(agent): State<Agent>,
     body: Result<Json<AccountBody>, JsonRejection>,
 ) -> Response {
@@ -186,7 +196,8 @@ async fn create(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UpdateBody {
+/// Body of an update.
+pub struct UpdateBody {
     user: String,
     pass: String,
     realm: String,
@@ -194,7 +205,10 @@ struct UpdateBody {
     contact: Option<String>,
 }
 
-async fn update(
+#[utoipa::path(put, path = "/api/v1/sip/registrations/{id}", tag = "sip", params(("id" = i64, Path)),
+    request_body(description = "{user, pass, realm, contact?}", content_type = "application/json"),
+    responses((status = 200, body = BindingView), (status = 400), (status = 409)))]
+pub async fn update(
     State(agent): State<Agent>,
     Path(id): Path<i64>,
     body: Result<Json<UpdateBody>, JsonRejection>,
@@ -250,7 +264,9 @@ async fn update(
     }
 }
 
-async fn remove(State(agent): State<Agent>, Path(id): Path<i64>) -> Response {
+#[utoipa::path(delete, path = "/api/v1/sip/registrations/{id}", tag = "sip", params(("id" = i64, Path)),
+    responses((status = 202, description = "de-REGISTER queued; status to_be_removed"), (status = 404)))]
+pub async fn remove(State(agent): State<Agent>, Path(id): Path<i64>) -> Response {
     match agent.remove(id).await {
         Ok(()) => (
             StatusCode::ACCEPTED,
@@ -261,7 +277,9 @@ async fn remove(State(agent): State<Agent>, Path(id): Path<i64>) -> Response {
     }
 }
 
-async fn refresh(State(agent): State<Agent>, Path(id): Path<i64>) -> Response {
+#[utoipa::path(post, path = "/api/v1/sip/registrations/{id}/refresh", tag = "sip", params(("id" = i64, Path)),
+    responses((status = 202, description = "REGISTER queued"), (status = 404)))]
+pub async fn refresh(State(agent): State<Agent>, Path(id): Path<i64>) -> Response {
     match agent.refresh(id).await {
         Ok(()) => (
             StatusCode::ACCEPTED,
@@ -285,7 +303,10 @@ fn rpc_error(id: Value, code: i64, message: impl Into<String>) -> Value {
     json!({"jsonrpc": "2.0", "error": {"code": code, "message": message.into()}, "id": id})
 }
 
-async fn rpc(State(agent): State<Agent>, body: axum::body::Bytes) -> Response {
+#[utoipa::path(post, path = "/rpc", tag = "sip",
+    request_body(description = "JSON-RPC 2.0 call or batch: createRegistration, updateRegistration, refreshRegistration, removeRegistration, di", content_type = "application/json"),
+    responses((status = 200, description = "JSON-RPC response(s)"), (status = 204, description = "notifications only")))]
+pub async fn rpc(State(agent): State<Agent>, body: axum::body::Bytes) -> Response {
     let parsed: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {

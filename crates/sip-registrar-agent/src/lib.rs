@@ -10,7 +10,7 @@
 pub mod config;
 pub mod db;
 mod engine;
-mod http;
+pub mod http;
 mod metrics;
 pub mod sip;
 pub mod status;

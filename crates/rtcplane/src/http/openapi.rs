@@ -26,10 +26,17 @@ use utoipa::OpenApi;
         rtcplane_hook_gateway::show_stream,
         rtcplane_hook_gateway::kick,
         rtcplane_hook_gateway::list_keys,
+        rtcplane_sip_registrar_agent::http::list,
+        rtcplane_sip_registrar_agent::http::show,
+        rtcplane_sip_registrar_agent::http::create,
+        rtcplane_sip_registrar_agent::http::update,
+        rtcplane_sip_registrar_agent::http::remove,
+        rtcplane_sip_registrar_agent::http::refresh,
+        rtcplane_sip_registrar_agent::http::rpc,
         document,
     ),
-    components(schemas(super::error::ErrorBody, super::error::ErrorDetail, crate::readiness::Report, crate::readiness::CheckResult)),
-    tags((name = "health"), (name = "observability"), (name = "events"), (name = "cluster"), (name = "webhooks"), (name = "hooks"), (name = "meta"))
+    components(schemas(super::error::ErrorBody, super::error::ErrorDetail, crate::readiness::Report, crate::readiness::CheckResult, rtcplane_sip_registrar_agent::BindingView, rtcplane_sip_registrar_agent::Status)),
+    tags((name = "health"), (name = "observability"), (name = "events"), (name = "cluster"), (name = "webhooks"), (name = "hooks"), (name = "sip"), (name = "meta"))
 )]
 pub(crate) struct AdminApi;
 

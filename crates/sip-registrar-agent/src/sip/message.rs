@@ -261,6 +261,39 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response, ParseError> {
     Ok(out)
 }
 
+/// A TCP stream that cannot be framed: a message over [`MAX_MESSAGE`] or an unreadable Content-Length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unframeable SIP stream (message too large or bad Content-Length)")]
+pub struct FrameError;
+
+/// One message's length at the start of a TCP stream buffer: headers up to the blank line plus
+/// Content-Length. `Ok(None)`: incomplete; `Err`: not a frame we accept (too large, bad length).
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() > MAX_MESSAGE {
+            Err(FrameError)
+        } else {
+            Ok(None)
+        };
+    };
+    let head = &buf[..end];
+    let mut body = 0usize;
+    for line in head.split(|b| *b == b'\n') {
+        let line = std::str::from_utf8(line).unwrap_or_default().trim();
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("content-length") || name == "l" {
+                body = value.trim().parse().map_err(|_| FrameError)?;
+            }
+        }
+    }
+    let total = end + 4 + body;
+    if total > MAX_MESSAGE {
+        return Err(FrameError);
+    }
+    Ok((buf.len() >= total).then_some(total))
+}
+
 /// The URI inside a Contact value (`<sip:…>;params` or a bare `sip:…;params`).
 pub fn contact_uri(contact: &str) -> &str {
     if let Some(start) = contact.find('<') {
@@ -416,6 +449,27 @@ Content-Length: 0\r\n\r\n";
         assert!(text.ends_with("\r\n\r\n"), "{text}");
         let parsed = rsip::Request::try_from(&bytes[..]).expect("rsip parses it");
         assert_eq!(parsed.method, rsip::Method::Register);
+    }
+
+    #[test]
+    fn frames_tcp_messages() {
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\nSIP"),
+            Ok(Some(37))
+        );
+        assert_eq!(frame_len(b"SIP/2.0 200 OK\r\nl: 3\r\n\r\nab"), Ok(None));
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nl: 3\r\n\r\nabc"),
+            Ok(Some(27))
+        );
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: x\r\n\r\n"),
+            Err(FrameError)
+        );
+        assert_eq!(
+            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 999999\r\n\r\n"),
+            Err(FrameError)
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Transport;
 use crate::metrics as m;
-use crate::sip::message::{MAX_MESSAGE, Response, parse_response};
+use crate::sip::message::{MAX_MESSAGE, Response, frame_len, parse_response};
 
 /// A destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -191,33 +191,6 @@ async fn deliver(bytes: &[u8], inbound: &mpsc::Sender<Inbound>) {
     }
 }
 
-/// One message's length in a TCP stream: headers up to the blank line plus Content-Length.
-fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > MAX_MESSAGE {
-            Err(())
-        } else {
-            Ok(None)
-        };
-    };
-    let head = &buf[..end];
-    let mut body = 0usize;
-    for line in head.split(|b| *b == b'\n') {
-        let line = std::str::from_utf8(line).unwrap_or_default().trim();
-        if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim();
-            if name.eq_ignore_ascii_case("content-length") || name == "l" {
-                body = value.trim().parse().map_err(|_| ())?;
-            }
-        }
-    }
-    let total = end + 4 + body;
-    if total > MAX_MESSAGE {
-        return Err(());
-    }
-    Ok((buf.len() >= total).then_some(total))
-}
-
 async fn tcp_connection(
     dest: Dest,
     local_ip: IpAddr,
@@ -278,7 +251,7 @@ async fn tcp_connection(
                                 deliver(&msg, &inbound).await;
                             }
                             Ok(None) => break,
-                            Err(()) => {
+                            Err(_) => {
                                 metrics::counter!(m::MALFORMED).increment(1);
                                 let _ = inbound.send(Inbound::Broken(dest)).await;
                                 return;
@@ -290,30 +263,4 @@ async fn tcp_connection(
         }
     }
     let _ = inbound.send(Inbound::Broken(dest)).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::frame_len;
-
-    #[test]
-    fn frames_tcp_messages() {
-        assert_eq!(
-            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\nSIP"),
-            Ok(Some(37))
-        );
-        assert_eq!(frame_len(b"SIP/2.0 200 OK\r\nl: 3\r\n\r\nab"), Ok(None));
-        assert_eq!(
-            frame_len(b"SIP/2.0 200 OK\r\nl: 3\r\n\r\nabc"),
-            Ok(Some(27))
-        );
-        assert_eq!(
-            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: x\r\n\r\n"),
-            Err(())
-        );
-        assert_eq!(
-            frame_len(b"SIP/2.0 200 OK\r\nContent-Length: 999999\r\n\r\n"),
-            Err(())
-        );
-    }
 }
