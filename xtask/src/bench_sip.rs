@@ -240,8 +240,9 @@ fn run_agent(bin: &Path, dir: &Path) -> anyhow::Result<Agent> {
         eprintln!("    warning: after restart {:?} ACTIVE", active_total());
     }
 
-    // The first refresh cycle: refreshes fall between 50% and 90% of 60 s after each registration.
-    let until = started + Duration::from_secs(u64::from(EXPIRES) + 15);
+    // The first refresh cycle: refreshes fall between 50% and 90% of the expiry after each registration.
+    // Sampling stops where the second cycle of the first accounts could begin (one expiry after start).
+    let until = started + Duration::from_secs(u64::from(EXPIRES));
     let mut per_second = Vec::new();
     let mut last = registers_received()?;
     while Instant::now() < until {

@@ -294,6 +294,7 @@ impl Config {
                 .with_list_parse_key("turn.rest_uris")
                 .with_list_parse_key("turn.allowed_peer_ip")
                 .with_list_parse_key("turn.denied_peer_ip")
+                .with_list_parse_key("sip_agent.dns_servers")
                 .source(Some(env)),
         );
         let raw = builder

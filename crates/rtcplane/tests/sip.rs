@@ -301,6 +301,8 @@ async fn registers_and_removes_through_rest_md5() -> anyhow::Result<()> {
         "",
     )
     .await?;
+    let mut events =
+        support::SseReader::connect(&server.admin_url("/api/v1/events?types=sip.*")).await?;
     let (code, created) = api(
         &server,
         reqwest::Method::POST,
@@ -331,6 +333,18 @@ async fn registers_and_removes_through_rest_md5() -> anyhow::Result<()> {
             .is_some_and(|c| c.contains(&contact)),
         "{:?}",
         bindings()
+    );
+    // sip.registration.changed: inactive -> active (as in SEMS, no status is written while the request is
+    // under way; the API shows it as in_flight).
+    let e = events
+        .next_of("sip.registration.changed", Duration::from_secs(5))
+        .await?;
+    assert_eq!(e["subject"], "alice@example.org", "{e}");
+    assert_eq!(e["data"]["subscriber_id"], id, "{e}");
+    assert_eq!(
+        (e["data"]["previous"].as_str(), e["data"]["status"].as_str()),
+        (Some("inactive"), Some("active")),
+        "{e}"
     );
 
     let (code, body) = api(
@@ -740,9 +754,10 @@ async fn ignores_malformed_and_unmatched_responses() -> anyhow::Result<()> {
     .await?;
     assert_eq!(
         status(&v),
-        "pending",
+        "inactive",
         "junk must not complete or fail the transaction: {v}"
     );
+    assert_eq!(v["in_flight"], true, "{v}");
     registrar
         .send_to(reply("200 OK", &via, &call_id).as_bytes(), from)
         .await?;
@@ -914,4 +929,252 @@ async fn cli_manages_accounts() -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
+}
+
+/// A scripted registrar that asks for proxy credentials (407), then says the nonce is stale (401
+/// stale=true): each challenge is answered with a correct digest for ITS nonce, CSeq goes up, Call-ID stays.
+#[tokio::test]
+async fn answers_407_and_stale_challenges() -> anyhow::Result<()> {
+    use md5::Digest as _;
+    let registrar = UdpSocket::bind("127.0.0.1:0").await?;
+    let env = vec![
+        (
+            "RTCPLANE__SIP_AGENT__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "RTCPLANE__SIP_AGENT__OUTBOUND_PROXY",
+            format!("sip:{}", registrar.local_addr()?),
+        ),
+    ];
+    let server = start(&TestDb::new(Backend::Sqlite).await.url, &env, "").await?;
+    rpc(
+        &server,
+        "createRegistration",
+        json!([1, "alice", "pw", "example.org"]),
+    )
+    .await?;
+    let mut buf = vec![0u8; 65535];
+    let mut recv = async || -> anyhow::Result<(String, std::net::SocketAddr)> {
+        let (n, from) =
+            tokio::time::timeout(Duration::from_secs(5), registrar.recv_from(&mut buf)).await??;
+        Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+    };
+    let header = |req: &str, name: &str| -> String {
+        req.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let md5 = |s: String| {
+        md5::Md5::digest(s.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let param = |value: &str, key: &str| -> String {
+        value
+            .split(',')
+            .filter_map(|p| p.trim().trim_start_matches("Digest ").split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().trim_matches('"').to_string())
+            .unwrap_or_default()
+    };
+    let reply = |req: &str, status: &str, extra: &str| {
+        format!(
+            "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=r\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+            header(req, "Via"),
+            header(req, "From"),
+            header(req, "To"),
+            header(req, "Call-ID"),
+            header(req, "CSeq")
+        )
+    };
+    let check = |auth: &str, nonce: &str| {
+        assert_eq!(param(auth, "nonce"), nonce, "{auth}");
+        let ha1 = md5("alice:example.org:pw".into());
+        let ha2 = md5("REGISTER:sip:example.org".into());
+        let (nc, cnonce) = (param(auth, "nc"), param(auth, "cnonce"));
+        let want = md5(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+        assert_eq!(param(auth, "response"), want, "{auth}");
+    };
+    let (r1, from) = recv().await?;
+    assert!(
+        header(&r1, "Authorization").is_empty() && header(&r1, "Proxy-Authorization").is_empty()
+    );
+    registrar
+        .send_to(
+            reply(
+                &r1,
+                "407 Proxy Authentication Required",
+                "Proxy-Authenticate: Digest realm=\"example.org\", nonce=\"n1\", qop=\"auth\"\r\n",
+            )
+            .as_bytes(),
+            from,
+        )
+        .await?;
+    let (r2, _) = recv().await?;
+    check(&header(&r2, "Proxy-Authorization"), "n1");
+    registrar
+        .send_to(reply(&r2, "401 Unauthorized", "WWW-Authenticate: Digest realm=\"example.org\", nonce=\"n2\", qop=\"auth\", stale=true\r\n").as_bytes(), from)
+        .await?;
+    let (r3, _) = recv().await?;
+    check(&header(&r3, "Authorization"), "n2");
+    let cseqs: Vec<u32> = [&r1, &r2, &r3]
+        .iter()
+        .map(|r| {
+            header(r, "CSeq")
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(cseqs[0] < cseqs[1] && cseqs[1] < cseqs[2], "{cseqs:?}");
+    assert!(header(&r1, "Call-ID") == header(&r3, "Call-ID"));
+    registrar
+        .send_to(reply(&r3, "200 OK", "Expires: 120\r\n").as_bytes(), from)
+        .await?;
+    wait_for(&server, 1, Duration::from_secs(5), "active", |v| {
+        status(v) == "active"
+    })
+    .await?;
+    // A second non-stale 401 after credentials is a failure, recorded, not a loop.
+    rpc(&server, "refreshRegistration", json!([1])).await?;
+    let (r4, _) = recv().await?;
+    registrar
+        .send_to(
+            reply(
+                &r4,
+                "401 Unauthorized",
+                "WWW-Authenticate: Digest realm=\"example.org\", nonce=\"n3\"\r\n",
+            )
+            .as_bytes(),
+            from,
+        )
+        .await?;
+    let (r5, _) = recv().await?;
+    registrar
+        .send_to(
+            reply(
+                &r5,
+                "401 Unauthorized",
+                "WWW-Authenticate: Digest realm=\"example.org\", nonce=\"n4\"\r\n",
+            )
+            .as_bytes(),
+            from,
+        )
+        .await?;
+    let v = wait_for(&server, 1, Duration::from_secs(5), "failed 401", |v| {
+        status(v) == "failed"
+    })
+    .await?;
+    assert_eq!(v["last_code"], 401, "{v}");
+    Ok(())
+}
+
+/// No outbound proxy: the realm's `_sip._udp` SRV record (from a DNS server of the test's own) says where
+/// the registrar is; the target name resolves from /etc/hosts.
+#[tokio::test]
+async fn finds_the_registrar_by_dns_srv() -> anyhow::Result<()> {
+    let registrar = UdpSocket::bind("127.0.0.1:0").await?;
+    let registrar_port = registrar.local_addr()?.port();
+    let dns = UdpSocket::bind("127.0.0.1:0").await?;
+    let dns_addr = dns.local_addr()?;
+    let queries = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = queries.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = dns.recv_from(&mut buf).await {
+            if let Some((name, reply)) = srv_answer(&buf[..n], "_sip._udp.sip.test", registrar_port)
+            {
+                seen.lock().map(|mut q| q.push(name)).ok();
+                let _ = dns.send_to(&reply, from).await;
+            }
+        }
+    });
+    let env = vec![
+        (
+            "RTCPLANE__SIP_AGENT__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        ("RTCPLANE__SIP_AGENT__DNS_SERVERS", dns_addr.to_string()),
+    ];
+    let server = start(&TestDb::new(Backend::Sqlite).await.url, &env, "").await?;
+    rpc(
+        &server,
+        "createRegistration",
+        json!([1, "alice", "pw", "sip.test"]),
+    )
+    .await?;
+    let mut buf = vec![0u8; 65535];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), registrar.recv_from(&mut buf))
+        .await
+        .with_context(|| {
+            format!(
+                "no REGISTER at the SRV target; DNS queries {:?}\n{}",
+                queries.lock().map(|q| q.clone()).unwrap_or_default(),
+                server.log()
+            )
+        })??;
+    let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        req.starts_with("REGISTER sip:sip.test SIP/2.0\r\n"),
+        "{req}"
+    );
+    let header = |name: &str| {
+        req.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nExpires: 120\r\nContent-Length: 0\r\n\r\n",
+        header("Via"),
+        header("Call-ID"),
+        header("CSeq")
+    );
+    registrar.send_to(ok.as_bytes(), from).await?;
+    wait_for(&server, 1, Duration::from_secs(5), "active", |v| {
+        status(v) == "active"
+    })
+    .await?;
+    assert!(
+        queries
+            .lock()
+            .map(|q| q.iter().any(|n| n == "_sip._udp.sip.test"))
+            .unwrap_or(false)
+    );
+    Ok(())
+}
+
+/// A DNS answer to an SRV query for `name`: `10 5 <port> localhost.`; other names get NXDOMAIN.
+fn srv_answer(query: &[u8], name: &str, port: u16) -> Option<(String, Vec<u8>)> {
+    if query.len() < 12 {
+        return None;
+    }
+    let mut i = 12;
+    let mut labels = Vec::new();
+    while i < query.len() && query[i] != 0 {
+        let len = query[i] as usize;
+        labels.push(String::from_utf8_lossy(query.get(i + 1..i + 1 + len)?).to_ascii_lowercase());
+        i += 1 + len;
+    }
+    let qname = labels.join(".");
+    let end = i + 5; // root label, qtype, qclass
+    let qtype = u16::from_be_bytes([*query.get(i + 1)?, *query.get(i + 2)?]);
+    let mut out = query[..2].to_vec();
+    let found = qname == name && qtype == 33;
+    out.extend_from_slice(&[0x81, if found { 0x80 } else { 0x83 }]);
+    out.extend_from_slice(&[0, 1, 0, u8::from(found), 0, 0, 0, 0]);
+    out.extend_from_slice(query.get(12..end)?);
+    if found {
+        let mut rdata = vec![0, 10, 0, 5];
+        rdata.extend_from_slice(&port.to_be_bytes());
+        rdata.extend_from_slice(b"\x09localhost\x00");
+        out.extend_from_slice(&[0xc0, 0x0c, 0, 33, 0, 1, 0, 0, 0, 60]);
+        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        out.extend_from_slice(&rdata);
+    }
+    Some((qname, out))
 }

@@ -66,6 +66,9 @@ pub struct Config {
     pub outbound_proxy: String,
     /// Transport when neither the outbound proxy nor DNS says: `udp` or `tcp`.
     pub transport: Transport,
+    /// DNS servers (`ip:port`) for the SRV and A/AAAA lookups of realms; empty: the system's
+    /// (`/etc/resolv.conf`). Host names then still come from `/etc/hosts` first.
+    pub dns_servers: Vec<SocketAddr>,
     /// RFC 3261 T1 (retransmission start, UDP). Timer F (transaction timeout) is 64 × T1.
     #[serde(with = "humantime_serde")]
     pub timer_t1: Duration,
@@ -105,6 +108,7 @@ impl Default for Config {
             ratelimit_per: Duration::from_secs(1),
             outbound_proxy: String::new(),
             transport: Transport::Udp,
+            dns_servers: Vec::new(),
             timer_t1: Duration::from_millis(500),
             timer_t2: Duration::from_secs(4),
             shutdown_grace: Duration::from_secs(5),

@@ -138,9 +138,10 @@ row_ext!(SqliteRow, [i64]);
 pub struct Db {
     storage: Storage,
     joined_query: String,
-    update: String,
+    table: String,
+    backend: Backend,
+    save_contacts: bool,
     insert_missing: String,
-    delete: String,
     /// Database local time minus UTC.
     offset: TimeDelta,
 }
@@ -176,22 +177,17 @@ impl Db {
                 s
             }
         };
-        let contacts = if save_contacts { ", contacts = ?" } else { "" };
-        let update = fix(format!(
-            "UPDATE {table} SET registration_status = ?, last_code = ?, last_reason = ?, \
-             last_registration = ?, expiry = ?{contacts} WHERE subscriber_id = ?"
-        ));
         let insert_missing = fix(match backend {
             Backend::MySql => format!("INSERT IGNORE INTO {table} (subscriber_id) VALUES (?)"),
             _ => format!("INSERT INTO {table} (subscriber_id) VALUES (?) ON CONFLICT DO NOTHING"),
         });
-        let delete = fix(format!("DELETE FROM {table} WHERE subscriber_id = ?"));
         let mut this = Self {
             storage,
             joined_query: joined_query.trim().trim_end_matches(';').to_string(),
-            update,
+            table: table.to_string(),
+            backend,
+            save_contacts,
             insert_missing,
-            delete,
             offset: TimeDelta::zero(),
         };
         this.offset = this.measure_offset().await?;
@@ -323,48 +319,98 @@ impl Db {
         }
     }
 
-    /// Writes status rows and deletions in one transaction; a row that does not exist yet is created.
-    pub async fn write(
-        &self,
-        rows: &[StatusRow],
-        deletes: &[i64],
-        save_contacts: bool,
-    ) -> Result<(), DbError> {
+    /// `INSERT … ON CONFLICT/DUPLICATE KEY UPDATE` for `n` rows: one statement writes a whole chunk (a row
+    /// that does not exist yet is created, as SEMS does after an UPDATE that matched nothing).
+    fn upsert_sql(&self, n: usize) -> String {
+        let mut cols = vec![
+            "subscriber_id",
+            "registration_status",
+            "last_code",
+            "last_reason",
+            "last_registration",
+            "expiry",
+        ];
+        if self.save_contacts {
+            cols.push("contacts");
+        }
+        let one = format!("({})", vec!["?"; cols.len()].join(", "));
+        let mut sql = format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            self.table,
+            cols.join(", "),
+            vec![one.as_str(); n].join(", ")
+        );
+        let set: Vec<String> = cols[1..]
+            .iter()
+            .map(|c| match self.backend {
+                Backend::MySql => format!("{c} = VALUES({c})"),
+                _ => format!("{c} = excluded.{c}"),
+            })
+            .collect();
+        match self.backend {
+            Backend::MySql => sql.push_str(" ON DUPLICATE KEY UPDATE "),
+            _ => sql.push_str(" ON CONFLICT (subscriber_id) DO UPDATE SET "),
+        }
+        sql.push_str(&set.join(", "));
+        if self.backend == Backend::Postgres {
+            sql = pg_placeholders(&sql);
+        }
+        sql
+    }
+
+    fn delete_sql(&self, n: usize) -> String {
+        let sql = format!(
+            "DELETE FROM {} WHERE subscriber_id IN ({})",
+            self.table,
+            vec!["?"; n].join(", ")
+        );
+        if self.backend == Backend::Postgres {
+            pg_placeholders(&sql)
+        } else {
+            sql
+        }
+    }
+
+    /// Writes status rows and deletions in one transaction, a chunk of rows per statement.
+    pub async fn write(&self, rows: &[StatusRow], deletes: &[i64]) -> Result<(), DbError> {
+        const CHUNK: usize = 500;
+        let upserts: Vec<(String, &[StatusRow])> = rows
+            .chunks(CHUNK)
+            .map(|c| (self.upsert_sql(c.len()), c))
+            .collect();
+        let removals: Vec<(String, &[i64])> = deletes
+            .chunks(CHUNK)
+            .map(|c| (self.delete_sql(c.len()), c))
+            .collect();
         macro_rules! run {
             ($p:expr) => {{
                 let mut tx = $p.begin().await.map_err(db("begin"))?;
-                for r in rows {
-                    for attempt in 0..2 {
-                        let mut q = sqlx::query(AssertSqlSafe(self.update.as_str()))
+                for (sql, chunk) in &upserts {
+                    let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
+                    for r in chunk.iter() {
+                        q = q
+                            .bind(r.subscriber_id)
                             .bind(r.status)
                             .bind(r.last_code)
                             .bind(r.last_reason.as_deref())
                             .bind(self.to_db(r.last_registration))
                             .bind(self.to_db(r.expiry));
-                        if save_contacts {
+                        if self.save_contacts {
                             q = q.bind(r.contacts.as_deref());
                         }
-                        let done = q
-                            .bind(r.subscriber_id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db("update registration"))?;
-                        if done.rows_affected() > 0 || attempt == 1 {
-                            break;
-                        }
-                        sqlx::query(AssertSqlSafe(self.insert_missing.as_str()))
-                            .bind(r.subscriber_id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db("insert registration"))?;
                     }
-                }
-                for id in deletes {
-                    sqlx::query(AssertSqlSafe(self.delete.as_str()))
-                        .bind(id)
-                        .execute(&mut *tx)
+                    q.execute(&mut *tx)
                         .await
-                        .map_err(db("delete registration"))?;
+                        .map_err(db("write registrations"))?;
+                }
+                for (sql, chunk) in &removals {
+                    let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
+                    for id in chunk.iter() {
+                        q = q.bind(*id);
+                    }
+                    q.execute(&mut *tx)
+                        .await
+                        .map_err(db("delete registrations"))?;
                 }
                 tx.commit().await.map_err(db("commit"))
             }};

@@ -248,6 +248,7 @@ impl Engine {
             .then(|| ProxyUri::parse(&cfg.outbound_proxy).ok())
             .flatten();
         let (resolved_tx, resolved_rx) = mpsc::unbounded_channel();
+        let cfg_dns = cfg.dns_servers.clone();
         Self {
             pace,
             proxy,
@@ -265,7 +266,7 @@ impl Engine {
             next_send: Instant::now(),
             dns: HashMap::new(),
             waiting: HashMap::new(),
-            resolver: resolve::system_resolver().map(Arc::new),
+            resolver: resolve::resolver(&cfg_dns).map(Arc::new),
             resolved_tx,
             resolved_rx: Some(resolved_rx),
             load: HashMap::new(),
@@ -410,9 +411,20 @@ impl Engine {
                 },
             };
             let id = acc.subscriber_id;
+            let invalid = acc.validate().err();
             let b = self.insert_binding(acc, status);
             b.expiry = s.expiry;
             b.last_registration = s.last_registration;
+            if let Some(e) = invalid {
+                // Never put it into a SIP message: recorded, not retried, until the row is fixed and
+                // updateRegistration is called (or the agent restarts).
+                tracing::warn!(subscriber_id = id, error = %e, "subscriber row cannot be registered");
+                b.last_code = Some(400);
+                b.last_reason = Some(format!("invalid subscriber: {e}"));
+                self.set_status(id, Status::Failed);
+                self.save(id);
+                continue;
+            }
             match status {
                 Status::Inactive | Status::Pending | Status::Failed => {
                     self.enqueue(id, Action::Register);
@@ -678,7 +690,7 @@ impl Engine {
             }
         };
         if let Some((dests, _)) = self.dns.get(&key) {
-            match dests.first().copied() {
+            match self.pick(dests) {
                 Some(dest) => self.send_request(id, action, dest, 0, 0, None),
                 None => self.fail_unsent(id, action),
             }
@@ -723,11 +735,22 @@ impl Engine {
             let Some((action, _)) = b.next.take() else {
                 continue;
             };
-            match dests.first().copied() {
+            match self.pick(&dests) {
                 Some(dest) => self.send_request(id, action, dest, 0, 0, None),
                 None => self.fail_unsent(id, action),
             }
         }
+    }
+
+    /// The first destination the local socket can reach (an IPv4 socket cannot send to IPv6).
+    fn pick(&self, dests: &[Dest]) -> Option<Dest> {
+        let local = self.sockets.local_addr().ip();
+        dests
+            .iter()
+            .find(|d| {
+                d.addr.is_ipv4() == local.is_ipv4() || (local.is_unspecified() && local.is_ipv6())
+            })
+            .copied()
     }
 
     /// Builds and sends a REGISTER (a new transaction); `challenge` is answered when given, the attempt
@@ -817,25 +840,8 @@ impl Engine {
             route: route.as_deref(),
             user_agent: &user_agent,
         };
-        let bytes = match req.to_bytes() {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::warn!(subscriber_id = id, error = %e, "cannot build REGISTER");
-                self.fail_unsent(id, action);
-                return;
-            }
-        };
+        let bytes = req.to_bytes();
         let cseq = b.cseq;
-        if b.status != Status::Active
-            && action == Action::Register
-            && auth_attempts == 0
-            && interval_attempts == 0
-        {
-            // First attempt of a new registration: PENDING until the registrar answers.
-            if matches!(b.status, Status::Inactive | Status::Failed) {
-                self.set_status(id, Status::Pending);
-            }
-        }
         if let Err(e) = self.sockets.send(dest, bytes.clone()) {
             tracing::info!(subscriber_id = id, dest = %dest.addr, error = %e, "cannot send REGISTER");
             self.fail_unsent(id, action);

@@ -111,13 +111,7 @@ pub async fn start(
     let local = sockets.local_addr();
     let (writes_tx, writes_rx) = mpsc::unbounded_channel();
     let db_healthy = Arc::new(AtomicBool::new(true));
-    let save_contacts = config.save_contacts;
-    tasks.spawn(writer::run(
-        db.clone(),
-        writes_rx,
-        save_contacts,
-        db_healthy.clone(),
-    ));
+    tasks.spawn(writer::run(db.clone(), writes_rx, db_healthy.clone()));
 
     let cfg = Arc::new(config);
     let mut engine = Engine::new(cfg, sockets, writes_tx, bus.publisher("sip_agent"));

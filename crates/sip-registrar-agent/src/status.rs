@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub enum Status {
     /// 0: not registered yet.
     Inactive,
-    /// 1: a REGISTER is under way.
+    /// 1: a REGISTER was under way (read from SEMS databases and registered again at start; not written).
     Pending,
     /// 2: registered; `expiry` says until when.
     Active,

@@ -29,7 +29,6 @@ const LINGER: Duration = Duration::from_millis(50);
 pub async fn run(
     db: Db,
     mut rx: mpsc::UnboundedReceiver<WriteOp>,
-    save_contacts: bool,
     healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut pending: HashMap<i64, WriteOp> = HashMap::new();
@@ -66,7 +65,7 @@ pub async fn run(
         rows.sort_by_key(|r| r.subscriber_id);
         deletes.sort_unstable();
         let started = Instant::now();
-        match db.write(&rows, &deletes, save_contacts).await {
+        match db.write(&rows, &deletes).await {
             Ok(()) => {
                 metrics::histogram!(m::WRITE_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::counter!(m::ROWS_WRITTEN).increment((rows.len() + deletes.len()) as u64);

@@ -106,10 +106,17 @@ pub(crate) fn log_handle(store: Store) -> (EventLog, mpsc::Receiver<oneshot::Sen
     (EventLog { store, flush }, flush_rx)
 }
 
+/// Shortest time between two recorder transactions while events keep coming.
+const BATCH_INTERVAL: Duration = Duration::from_millis(10);
+
 impl Recorder {
     /// Runs until `shutdown`, then stores what is already queued and stops.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut batch: Vec<Arc<Event>> = Vec::with_capacity(self.batch_max);
+        // At most one transaction per BATCH_INTERVAL while events keep coming: an event that arrives after
+        // a quiet spell is stored at once, but under load (thousands per second) they queue for the rest of
+        // the interval and go in one transaction instead of one each.
+        let mut last_store: Option<tokio::time::Instant> = None;
         loop {
             let mut waiters = Vec::new();
             tokio::select! {
@@ -129,7 +136,21 @@ impl Recorder {
                     }
                 }
             }
+            if let Some(last) = last_store
+                && waiters.is_empty()
+                && batch.len() < self.batch_max
+            {
+                let due = last + BATCH_INTERVAL;
+                if due > tokio::time::Instant::now() {
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
+            }
             self.drain_and_store(&mut batch, Some(&shutdown)).await;
+            last_store = Some(tokio::time::Instant::now());
             for w in waiters {
                 let _ = w.send(());
             }

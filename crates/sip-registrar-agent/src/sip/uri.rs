@@ -96,9 +96,9 @@ fn parse_port(p: &str) -> Result<u16, String> {
     }
 }
 
-/// `host` or `[host]` for a URI or Via.
+/// `[host]` for an IPv6 literal, else `host` as is (also `host:port`), for a URI or Via.
 pub fn bracket(host: &str) -> std::borrow::Cow<'_, str> {
-    if host.contains(':') && !host.starts_with('[') {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
         format!("[{host}]").into()
     } else {
         host.into()
@@ -130,5 +130,8 @@ mod tests {
         assert!(ProxyUri::parse("sip:x:0").is_err());
         assert!(ProxyUri::parse("sip:x;transport=sctp").is_err());
         assert!(ProxyUri::parse("sip:").is_err());
+        assert_eq!(bracket("::1"), "[::1]");
+        assert_eq!(bracket("example.org:5070"), "example.org:5070");
+        assert_eq!(bracket("[::1]:5070"), "[::1]:5070");
     }
 }
