@@ -32,7 +32,7 @@ pub(crate) struct Config {
     pub(crate) turn: rtcplane_turn_relay::Config,
     pub(crate) sip_agent: PlannedSubsystem,
     pub(crate) hooks: rtcplane_hook_gateway::Config,
-    pub(crate) rooms: PlannedSubsystem,
+    pub(crate) rooms: rtcplane_room_state::Config,
     pub(crate) events: rtcplane_event_bus::sinks::EventsConfig,
     pub(crate) webhooks: rtcplane_event_bus::sinks::WebhooksConfig,
 }
@@ -51,7 +51,7 @@ impl Default for Config {
             turn: rtcplane_turn_relay::Config::default(),
             sip_agent: PlannedSubsystem::default(),
             hooks: rtcplane_hook_gateway::Config::default(),
-            rooms: PlannedSubsystem::default(),
+            rooms: rtcplane_room_state::Config::default(),
             events: rtcplane_event_bus::sinks::EventsConfig::default(),
             webhooks: rtcplane_event_bus::sinks::WebhooksConfig::default(),
         }
@@ -403,22 +403,20 @@ impl Config {
         if let Err(e) = self.hooks.validate() {
             return Err(ConfigError::at(format!("hooks.{}", e.key), e.message));
         }
+        if let Err(e) = self.rooms.validate() {
+            return Err(ConfigError::at(format!("rooms.{}", e.key), e.message));
+        }
         if let Err(e) = self.events.validate(!self.redis.url.is_empty()) {
             return Err(ConfigError::at(format!("events.{}", e.key), e.message));
         }
         if let Err(e) = self.webhooks.validate() {
             return Err(ConfigError::at(format!("webhooks.{}", e.key), e.message));
         }
-        for (name, section, what) in [
-            ("sip_agent", &self.sip_agent, "the SIP registrar agent"),
-            ("rooms", &self.rooms, "the rooms service"),
-        ] {
-            if section.enabled {
-                return Err(ConfigError::at(
-                    format!("{name}.enabled"),
-                    format!("{what} is not part of this rtcplane build yet; set it to false"),
-                ));
-            }
+        if self.sip_agent.enabled {
+            return Err(ConfigError::at(
+                "sip_agent.enabled",
+                "the SIP registrar agent is not part of this rtcplane build yet; set it to false",
+            ));
         }
         Ok(())
     }
@@ -681,6 +679,11 @@ mod tests {
             ),
             ("[turn]\nrelay_ip = \"::1\"\n", "turn.relay_ip"),
             ("[sip_agent]\nenabled = true\n", "sip_agent.enabled"),
+            (
+                "[rooms]\nweb_app_url = \"http://x/\"\n",
+                "rooms.web_app_url",
+            ),
+            ("[rooms]\nmax_size = 1\n", "rooms.max_size"),
         ] {
             let e = err(toml, &[]);
             assert_eq!(e.key.as_deref(), Some(key), "{toml}: {e}");
