@@ -133,6 +133,16 @@ fn scheme(value: &str) -> &str {
     value.split(' ').next().unwrap_or_default()
 }
 
+/// The port a client signed for when `Host` names none: 443 behind a TLS terminator that says so
+/// (`X-Forwarded-Proto: https`), else 80.
+fn default_port(headers: &HeaderMap) -> u16 {
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    if https { 443 } else { 80 }
+}
+
 /// How many nonces are remembered at most before old ones are dropped early.
 const MAX_NONCES: usize = 200_000;
 
@@ -206,7 +216,7 @@ impl Authenticator {
                 .headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .and_then(|h| Origin::from_host(h, 80))
+                .and_then(|h| Origin::from_host(h, default_port(req.headers)))
                 .ok_or_else(|| {
                     Reply::error(
                         StatusCode::BAD_REQUEST,
@@ -284,10 +294,7 @@ impl Authenticator {
             seen.retain(|_, until| *until > now);
         }
         let until = now.saturating_add(self.skew_ms.saturating_mul(2));
-        match seen.insert(key, until) {
-            Some(prev) if prev > now => false,
-            _ => true,
-        }
+        !matches!(seen.insert(key, until), Some(prev) if prev > now)
     }
 
     /// Drops remembered nonces past their window.

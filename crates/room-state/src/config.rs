@@ -16,8 +16,8 @@ pub struct Config {
     /// `rooms.webAppUrl`).
     pub web_app_url: String,
     /// The origin clients sign Hawk requests for (`https://loop.example.com`), used for the host and port
-    /// of the Hawk MAC behind a TLS terminator or proxy; empty: the request's `Host` header (port 80 if
-    /// absent).
+    /// of the Hawk MAC behind a TLS terminator or proxy; empty: the request's `Host` header (port 443 if
+    /// absent and `X-Forwarded-Proto: https`, else 80).
     pub public_origin: String,
     /// Room lifetime when `expiresIn` is not given (`rooms.defaultTTL`); `expiresIn` is in hours.
     #[serde(with = "hours")]
@@ -112,7 +112,7 @@ mod hours {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        if d.as_secs() >= 3600 && d.as_secs() % 3600 == 0 && d.subsec_nanos() == 0 {
+        if d.as_secs() >= 3600 && d.as_secs().is_multiple_of(3600) && d.subsec_nanos() == 0 {
             s.serialize_str(&format!("{}h", d.as_secs() / 3600))
         } else {
             humantime_serde::serialize(d, s)
