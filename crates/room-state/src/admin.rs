@@ -62,13 +62,16 @@ fn room_view(rooms: &Rooms, room: &Room, participants: &[Participant]) -> Value 
 }
 
 /// `?limit=`.
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Most rooms to list (default 100, at most 1000).
     limit: Option<i64>,
 }
 
 /// Live rooms, newest first (`limit`, default 100, at most 1000), with their participants.
-async fn list(
+#[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", params(ListQuery),
+    responses((status = 200, description = "`{rooms: [room]}`: Loop's full room object plus `channel`, `sessionId` and per participant `role`, `kind`, `joinedAt`, `expiresAt`, `status`")))]
+pub async fn list(
     State(rooms): State<Rooms>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -103,7 +106,9 @@ async fn list(
 }
 
 /// One room, its participants and their last reported status.
-async fn show(State(rooms): State<Rooms>, Path(token): Path<String>) -> Response {
+#[utoipa::path(get, path = "/api/v1/rooms/{token}", tag = "rooms", params(("token" = String, Path)),
+    responses((status = 200, description = "the room"), (status = 404)))]
+pub async fn show(State(rooms): State<Rooms>, Path(token): Path<String>) -> Response {
     let now = now_ms();
     let store = &rooms.inner.store;
     match store.room(&token, now).await {
@@ -121,7 +126,9 @@ async fn show(State(rooms): State<Rooms>, Path(token): Path<String>) -> Response
 }
 
 /// Deletes a room as its owner would (tombstone, owner notified, events).
-async fn remove(State(rooms): State<Rooms>, Path(token): Path<String>) -> Response {
+#[utoipa::path(delete, path = "/api/v1/rooms/{token}", tag = "rooms", params(("token" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404)))]
+pub async fn remove(State(rooms): State<Rooms>, Path(token): Path<String>) -> Response {
     let now = now_ms();
     let store = &rooms.inner.store;
     let room = match store.room(&token, now).await {
@@ -158,7 +165,13 @@ async fn remove(State(rooms): State<Rooms>, Path(token): Path<String>) -> Respon
 
 /// Removes one participant (by `roomConnectionId`) now: its token stops working, the owner is notified,
 /// `rooms.participant.left` carries `reason: "removed"`.
-async fn kick(State(rooms): State<Rooms>, Path((token, id)): Path<(String, String)>) -> Response {
+#[utoipa::path(delete, path = "/api/v1/rooms/{token}/participants/{id}", tag = "rooms",
+    params(("token" = String, Path), ("id" = String, Path, description = "roomConnectionId")),
+    responses((status = 204, description = "removed"), (status = 404)))]
+pub async fn kick(
+    State(rooms): State<Rooms>,
+    Path((token, id)): Path<(String, String)>,
+) -> Response {
     let now = now_ms();
     let store = &rooms.inner.store;
     let room = match store.room(&token, now).await {

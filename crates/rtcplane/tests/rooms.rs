@@ -1782,6 +1782,20 @@ async fn events_and_the_admin_api() {
     let mut sse = SseReader::connect(&l.server.admin_url("/api/v1/events?types=rooms.*"))
         .await
         .expect("sse");
+    // The admin routes are in the OpenAPI document.
+    let doc: Value = support::get(l.server.admin_url("/api/v1/openapi.json"))
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    for p in [
+        "/api/v1/rooms",
+        "/api/v1/rooms/{token}",
+        "/api/v1/rooms/{token}/participants/{id}",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "{p} not documented");
+    }
     let owner = l.session().await;
     let token = l.create_room(&owner).await;
     let ev = sse
@@ -1980,6 +1994,9 @@ async fn smoke(backend: rtcplane_storage::Backend) {
         .await;
     assert_eq!(r.body, json!([{"roomToken": token, "deleted": true}]));
     assert!(push.settle().await.len() >= 3);
+    // The sweeper's statements ran (every 100 ms) without a database error.
+    let log = l.server.log();
+    assert!(!log.contains("rooms: sweeping"), "{log}");
 }
 
 #[tokio::test]
@@ -1990,4 +2007,53 @@ async fn the_flow_works_on_postgres() {
 #[tokio::test]
 async fn the_flow_works_on_mariadb() {
     smoke(rtcplane_storage::Backend::MySql).await;
+}
+
+/// LS: "should return a 503 in case of storage error" (status, logDomain, batch delete, GET /rooms): here
+/// the database link is really cut.
+#[tokio::test]
+async fn a_lost_database_is_503_errno_201_with_retry_after() {
+    let db = rtcplane_storage::testing::TestDb::new(rtcplane_storage::Backend::Postgres).await;
+    let target: SocketAddr = "127.0.0.1:5432".parse().expect("addr");
+    let proxy = support::Proxy::start(target).await.expect("proxy");
+    let proxied = db
+        .url
+        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
+    assert_ne!(proxied, db.url, "test database URL must use 127.0.0.1:5432");
+    let l = Loop::start_with(&proxied, TEST_CONFIG).await;
+    let owner = l.session().await;
+    let token = l.create_room(&owner).await;
+    assert_eq!(
+        l.join(&token, &Auth::Hawk(&owner), "A", 2).await.status,
+        200
+    );
+    proxy.cut();
+    for r in [
+        l.call("GET", "/rooms", &Auth::Hawk(&owner), None).await,
+        l.action(&token, &Auth::None, status_body()).await,
+        l.call(
+            "PATCH",
+            "/rooms",
+            &Auth::Hawk(&owner),
+            Some(&json!({"deleteRoomTokens": [token]})),
+        )
+        .await,
+    ] {
+        r.error(503, 201, "Service Unavailable");
+        assert!(r.header("retry-after").is_some(), "{r:?}");
+    }
+    proxy.restore();
+    let mut ok = false;
+    for _ in 0..50 {
+        if l.call("GET", "/rooms", &Auth::Hawk(&owner), None)
+            .await
+            .status
+            == 200
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok, "back once the database is");
 }

@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "rtcplane admin API", description = "Health, readiness, metrics, events, webhooks and cluster state of an rtcplane node."),
+    info(title = "rtcplane admin API", description = "Health, readiness, metrics, events, webhooks, cluster state, streams and rooms of an rtcplane node."),
     paths(
         super::admin::healthz,
         super::admin::readyz,
@@ -26,10 +26,14 @@ use utoipa::OpenApi;
         rtcplane_hook_gateway::show_stream,
         rtcplane_hook_gateway::kick,
         rtcplane_hook_gateway::list_keys,
+        rtcplane_room_state::admin::list,
+        rtcplane_room_state::admin::show,
+        rtcplane_room_state::admin::remove,
+        rtcplane_room_state::admin::kick,
         document,
     ),
     components(schemas(super::error::ErrorBody, super::error::ErrorDetail, crate::readiness::Report, crate::readiness::CheckResult)),
-    tags((name = "health"), (name = "observability"), (name = "events"), (name = "cluster"), (name = "webhooks"), (name = "hooks"), (name = "meta"))
+    tags((name = "health"), (name = "observability"), (name = "events"), (name = "cluster"), (name = "webhooks"), (name = "hooks"), (name = "rooms"), (name = "meta"))
 )]
 pub(crate) struct AdminApi;
 
