@@ -272,7 +272,7 @@ fn run(bin: &Path, backend: &str) -> anyhow::Result<Sample> {
         .env("RTCPLANE__TURN__ENABLED", "false")
         .env("RTCPLANE__ROOMS__MAX_SIZE", "5")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("rtcplane.log"))?)
         .spawn()
         .context("cannot start rtcplane")?;
     let result = (|| {
@@ -283,6 +283,14 @@ fn run(bin: &Path, backend: &str) -> anyhow::Result<Sample> {
     })();
     let _ = server.kill();
     let _ = server.wait();
+    if result.is_err() {
+        let log = std::fs::read_to_string(dir.join("rtcplane.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        eprintln!(
+            "rtcplane's log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
     if backend == "postgres" {
         let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));

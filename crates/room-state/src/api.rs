@@ -46,6 +46,10 @@ pub(crate) fn router(rooms: Rooms) -> Router {
                     .patch(update_room)
                     .delete(delete_room)
                     .options(preflight),
+            )
+            .route(
+                &format!("{prefix}/rooms/{{token}}/participants/{{id}}"),
+                delete(remove_participant).options(preflight),
             );
     }
     r.route("/v0/{*rest}", any(not_found)).with_state(rooms)
@@ -770,6 +774,46 @@ async fn delete_room(
             .notify(&room.owner_hash, now.div_euclid(1000), "deletion");
         let live: Vec<Participant> = gone.into_iter().filter(|p| p.expires_at > now).collect();
         rooms.room_deleted(&room.token, "deleted", &live);
+        Ok::<Reply, Reply>(Reply::empty(StatusCode::NO_CONTENT))
+    })
+}
+
+/// `DELETE /rooms/{token}/participants/{roomConnectionId}` (not in Loop): the owner removes a participant
+/// now. Its token or session stops working for the room, the owner's devices are pushed, and
+/// `rooms.participant.left` carries `reason: "removed"`.
+async fn remove_participant(
+    State(rooms): State<Rooms>,
+    Path((token, id)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    handle!(rooms.clone(), req, "remove_participant", |call, ident| {
+        let now = now_ms();
+        let hawk = rooms.inner.auth.require_hawk(&call.parts(), now).await?;
+        let who = Identity::Hawk(Box::new(hawk));
+        ident = Some(who.clone());
+        let room = room_or_404(&rooms, &token, now).await?;
+        owner_only(&room, &who)?;
+        let store = &rooms.inner.store;
+        let Some(p) = store
+            .participant_by_connection(&room.token, &id, now)
+            .await
+            .map_err(|e| Reply::backend("reading a participant", &e))?
+        else {
+            return Err(Reply::error(
+                StatusCode::NOT_FOUND,
+                errno::INVALID_TOKEN,
+                "Participant not found.",
+            ));
+        };
+        store
+            .participant_delete(&room.token, &p.participant_hash)
+            .await
+            .map_err(|e| Reply::backend("removing a participant", &e))?;
+        rooms
+            .touch_and_notify(&room, now, "leave")
+            .await
+            .map_err(|e| Reply::backend("touching a room", &e))?;
+        rooms.participant_left(&p, "removed");
         Ok::<Reply, Reply>(Reply::empty(StatusCode::NO_CONTENT))
     })
 }

@@ -5,7 +5,8 @@
 //! credentials in the join answer and a server-side reading of client status reports.
 //!
 //! Public routes (also under `/v0/`): `POST|DELETE /registration`, `DELETE /session`, `POST|GET|PATCH
-//! /rooms`, `GET|PATCH|DELETE|POST /rooms/{token}` ([`api`]). Admin routes: `GET /api/v1/rooms`,
+//! /rooms`, `GET|PATCH|DELETE|POST /rooms/{token}`, and the owner's `DELETE
+//! /rooms/{token}/participants/{id}` ([`api`]). Admin routes: `GET /api/v1/rooms`,
 //! `GET|DELETE /api/v1/rooms/{token}`, `DELETE /api/v1/rooms/{token}/participants/{id}` ([`admin`]).
 //!
 //! It is not: a media server (it hands out credentials only), a Firefox Accounts/BrowserID verifier, or the

@@ -341,10 +341,10 @@ impl Store {
         })
     }
 
-    /// The live rooms of an owner, oldest first.
+    /// The live rooms of an owner, least recently changed (`ctime`) first, as loop-server sorts them.
     pub async fn rooms_of(&self, owner_hash: &str, now: i64) -> Result<Vec<Room>, Error> {
         let sql = self.s.sql(room_select!(
-            "WHERE owner_hash = ? AND expires_at > ? ORDER BY created_at, token"
+            "WHERE owner_hash = ? AND expires_at > ? ORDER BY updated_at, created_at, token"
         ));
         with_pool!(self.s, p => {
             let rows = sqlx::query(sql).bind(owner_hash).bind(now).fetch_all(p).await?;
@@ -386,14 +386,18 @@ impl Store {
         const DEL_T: &str = "DELETE FROM rooms_tombstones WHERE owner_hash = ? AND room_token = ?";
         const INS_T: &str =
             "INSERT INTO rooms_tombstones (owner_hash, room_token, deleted_at) VALUES (?, ?, ?)";
+        // Read first, outside the write transaction (see `participant_put`).
+        let mut gone = Vec::new();
+        for token in tokens {
+            let rows = with_pool!(self.s, p => {
+                let rows = sqlx::query(self.s.sql(SELECT)).bind(token).fetch_all(p).await?;
+                rows.iter().map(participant_from).collect::<Result<Vec<_>, Error>>()
+            })?;
+            gone.extend(rows);
+        }
         with_pool!(self.s, p => {
             let mut tx = p.begin().await?;
-            let mut gone = Vec::new();
             for token in tokens {
-                let rows = sqlx::query(self.s.sql(SELECT)).bind(token).fetch_all(&mut *tx).await?;
-                for r in &rows {
-                    gone.push(participant_from(r)?);
-                }
                 sqlx::query(self.s.sql(DEL_P)).bind(token).execute(&mut *tx).await?;
                 sqlx::query(self.s.sql(DEL_R)).bind(token).execute(&mut *tx).await?;
                 if let Some(owner) = tombstone_owner {
@@ -484,10 +488,15 @@ impl Store {
             .s
             .sql("DELETE FROM rooms_participants WHERE room_token = ? AND participant_hash = ?");
         let ins = self.s.sql("INSERT INTO rooms_participants (room_token, participant_hash, connection_id, user_hash, kind, display_name, client_max_size, role, joined_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        // Read before the transaction: a SQLite transaction that reads first cannot take the write lock
+        // when another writer committed meanwhile (SQLITE_BUSY_SNAPSHOT, no busy wait), and the earlier
+        // entry only feeds the `left` event.
+        let old = with_pool!(self.s, p => {
+            let old = sqlx::query(select).bind(&x.room_token).bind(&x.participant_hash).fetch_optional(p).await?;
+            old.map(|r| participant_from(&r)).transpose()
+        })?;
         with_pool!(self.s, p => {
             let mut tx = p.begin().await?;
-            let old = sqlx::query(select).bind(&x.room_token).bind(&x.participant_hash).fetch_optional(&mut *tx).await?;
-            let old = old.map(|r| participant_from(&r)).transpose()?;
             sqlx::query(del).bind(&x.room_token).bind(&x.participant_hash).execute(&mut *tx).await?;
             sqlx::query(ins).bind(&x.room_token).bind(&x.participant_hash).bind(&x.connection_id).bind(&x.user_hash)
                 .bind(x.kind.as_str()).bind(&x.display_name).bind(x.client_max_size).bind(&x.role).bind(x.joined_at)

@@ -2057,3 +2057,69 @@ async fn a_lost_database_is_503_errno_201_with_retry_after() {
     }
     assert!(ok, "back once the database is");
 }
+
+#[tokio::test]
+async fn the_owner_removes_a_participant() {
+    let l = Loop::start().await;
+    let owner = l.session().await;
+    let natim = l.session().await;
+    let token = l.create_room(&owner).await;
+    assert_eq!(
+        l.join(&token, &Auth::Hawk(&natim), "Natim", 3).await.status,
+        200
+    );
+    let guest = l.join(&token, &Auth::None, "Guest", 3).await.body;
+    let gt = guest["sessionToken"].as_str().expect("token").to_owned();
+    let ps = l.get_room(&token, &Auth::Hawk(&owner)).await.body["participants"].clone();
+    let id_of = |name: &str| {
+        ps.as_array()
+            .and_then(|a| a.iter().find(|p| p["displayName"] == name))
+            .and_then(|p| p["roomConnectionId"].as_str())
+            .expect("participant")
+            .to_owned()
+    };
+    let (natim_id, guest_id) = (id_of("Natim"), id_of("Guest"));
+    // Only the owner may.
+    l.call(
+        "DELETE",
+        &format!("/rooms/{token}/participants/{guest_id}"),
+        &Auth::Hawk(&natim),
+        None,
+    )
+    .await
+    .error(
+        403,
+        999,
+        "Authenticated user is not the owner of this room.",
+    );
+    let r = l
+        .call(
+            "DELETE",
+            &format!("/rooms/{token}/participants/{guest_id}"),
+            &Auth::Hawk(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(l.get_room(&token, &Auth::Basic(&gt)).await.status, 401);
+    let r = l
+        .call(
+            "DELETE",
+            &format!("/v0/rooms/{token}/participants/{natim_id}"),
+            &Auth::Hawk(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{r:?}");
+    l.action(&token, &Auth::Hawk(&natim), json!({"action": "refresh"}))
+        .await
+        .error(410, 111, "Participation has expired.");
+    l.call(
+        "DELETE",
+        &format!("/rooms/{token}/participants/{natim_id}"),
+        &Auth::Hawk(&owner),
+        None,
+    )
+    .await
+    .error(404, 105, "Participant not found.");
+}
