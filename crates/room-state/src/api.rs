@@ -973,6 +973,24 @@ async fn room_action(
     })
 }
 
+/// The caller's live participant entry: the one Basic auth just read, else a lookup.
+async fn current(
+    rooms: &Rooms,
+    room: &Room,
+    who: &Identity,
+    now: i64,
+) -> Result<Option<Participant>> {
+    if let Identity::Basic { participant, .. } = who {
+        return Ok(Some((**participant).clone()));
+    }
+    rooms
+        .inner
+        .store
+        .participant(&room.token, me(who)?, now)
+        .await
+        .map_err(|e| Reply::backend("reading a participant", &e))
+}
+
 fn me(who: &Identity) -> Result<&str> {
     who.participant_hash()
         .ok_or_else(|| Reply::unauthorized("Token,Hawk", None))
@@ -1023,7 +1041,7 @@ async fn join(
     );
     let (participant_hash, kind) = match who {
         Identity::Hawk(h) => (h.session.id_hash.clone(), Kind::Hawk),
-        Identity::Basic { token_hash } => (token_hash.clone(), Kind::Link),
+        Identity::Basic { token_hash, .. } => (token_hash.clone(), Kind::Link),
         Identity::Anonymous => (rooms.inner.auth.hash(&session_token), Kind::Link),
     };
     let participants = store
@@ -1184,11 +1202,7 @@ async fn status(
         at: now,
     };
     let store = &rooms.inner.store;
-    let Some(p) = store
-        .participant(&room.token, me, now)
-        .await
-        .map_err(|e| Reply::backend("reading a participant", &e))?
-    else {
+    let Some(p) = current(rooms, room, who, now).await? else {
         return Err(not_participant());
     };
     if !store
@@ -1220,11 +1234,7 @@ fn not_participant() -> Reply {
 async fn leave(rooms: &Rooms, room: &Room, who: &Identity, now: i64) -> Result<Reply> {
     let me = me(who)?;
     let store = &rooms.inner.store;
-    let Some(p) = store
-        .participant(&room.token, me, now)
-        .await
-        .map_err(|e| Reply::backend("reading a participant", &e))?
-    else {
+    let Some(p) = current(rooms, room, who, now).await? else {
         return Err(Reply::error(
             StatusCode::BAD_REQUEST,
             errno::NOT_ROOM_PARTICIPANT,
@@ -1268,15 +1278,7 @@ async fn log_domain(
     if !valid {
         return Err(bad());
     }
-    let me = me(who)?;
-    if rooms
-        .inner
-        .store
-        .participant(&room.token, me, now)
-        .await
-        .map_err(|e| Reply::backend("reading a participant", &e))?
-        .is_none()
-    {
+    if current(rooms, room, who, now).await?.is_none() {
         return Err(not_participant());
     }
     for d in domains {

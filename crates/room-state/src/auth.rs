@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use crate::hawk::{self, Header, Origin, Target};
 use crate::reply::{Reply, Result, errno};
-use crate::store::{Kind, Session, Store};
+use crate::store::{Kind, Participant, Session, Store};
 
 /// The parts of a request authentication looks at.
 #[derive(Debug)]
@@ -73,6 +73,8 @@ pub enum Identity {
     Basic {
         /// Keyed hash of the token, its participant key.
         token_hash: String,
+        /// The participant the token belongs to, as read when it was checked.
+        participant: Box<Participant>,
     },
 }
 
@@ -89,7 +91,7 @@ impl Identity {
     pub fn participant_hash(&self) -> Option<&str> {
         match self {
             Self::Hawk(h) => Some(&h.session.id_hash),
-            Self::Basic { token_hash } => Some(token_hash),
+            Self::Basic { token_hash, .. } => Some(token_hash),
             Self::Anonymous => None,
         }
     }
@@ -375,7 +377,10 @@ impl Authenticator {
             .await
             .map_err(|e| Reply::backend("checking a room access token", &e))?
         {
-            Some(p) if p.kind == Kind::Link => Ok(Identity::Basic { token_hash }),
+            Some(p) if p.kind == Kind::Link => Ok(Identity::Basic {
+                token_hash,
+                participant: Box::new(p),
+            }),
             _ => Err(invalid()),
         }
     }
