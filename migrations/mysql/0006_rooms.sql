@@ -3,9 +3,9 @@
 
 -- Hawk sessions: the key a session's requests are signed with, sliding expiry (hawk_session_duration).
 CREATE TABLE rooms_hawk_sessions (
-    id_hash    CHAR(64) NOT NULL PRIMARY KEY,
-    hawk_key   CHAR(64) NOT NULL,
-    user_hash  CHAR(64) NOT NULL,
+    id_hash    VARCHAR(64) NOT NULL PRIMARY KEY,
+    hawk_key   VARCHAR(64) NOT NULL,
+    user_hash  VARCHAR(64) NOT NULL,
     created_at BIGINT   NOT NULL,
     expires_at BIGINT   NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
@@ -13,9 +13,9 @@ CREATE INDEX rooms_hawk_sessions_expiry ON rooms_hawk_sessions (expires_at);
 
 -- SimplePush URLs per session and topic (calls, rooms).
 CREATE TABLE rooms_push_urls (
-    session_hash CHAR(64)      NOT NULL,
+    session_hash VARCHAR(64)      NOT NULL,
     topic        VARCHAR(16)   NOT NULL,
-    user_hash    CHAR(64)      NOT NULL,
+    user_hash    VARCHAR(64)      NOT NULL,
     url          VARCHAR(2048) NOT NULL,
     PRIMARY KEY (session_hash, topic)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
@@ -23,7 +23,7 @@ CREATE INDEX rooms_push_urls_user ON rooms_push_urls (user_hash, topic);
 
 CREATE TABLE rooms (
     token       VARCHAR(128) NOT NULL PRIMARY KEY,
-    owner_hash  CHAR(64)     NOT NULL,
+    owner_hash  VARCHAR(64)     NOT NULL,
     room_name   TEXT         NULL,
     room_owner  TEXT         NOT NULL,
     context     TEXT         NULL, -- the opaque {value, alg, wrappedKey} JSON
@@ -42,9 +42,9 @@ CREATE INDEX rooms_expiry ON rooms (expires_at);
 -- Participants: one per Hawk session (participant_hash = its id hash) or link-clicker token (its hash).
 CREATE TABLE rooms_participants (
     room_token        VARCHAR(128) NOT NULL,
-    participant_hash  CHAR(64)     NOT NULL,
-    connection_id     CHAR(36)     NOT NULL,
-    user_hash         CHAR(64)     NULL,     -- the Hawk user; NULL for link-clickers
+    participant_hash  VARCHAR(64)     NOT NULL,
+    connection_id     VARCHAR(36)     NOT NULL,
+    user_hash         VARCHAR(64)     NULL,     -- the Hawk user; NULL for link-clickers
     kind              VARCHAR(16)  NOT NULL, -- hawk | link
     display_name      TEXT         NOT NULL,
     client_max_size   BIGINT       NOT NULL,
@@ -65,7 +65,7 @@ CREATE INDEX rooms_participants_expiry ON rooms_participants (expires_at);
 
 -- Deleted rooms, listed by GET /rooms?version=N for deleted_ttl.
 CREATE TABLE rooms_tombstones (
-    owner_hash CHAR(64)     NOT NULL,
+    owner_hash VARCHAR(64)     NOT NULL,
     room_token VARCHAR(128) NOT NULL,
     deleted_at BIGINT       NOT NULL,
     PRIMARY KEY (owner_hash, room_token)
