@@ -1044,41 +1044,6 @@ async fn join(
         Identity::Basic { token_hash, .. } => (token_hash.clone(), Kind::Link),
         Identity::Anonymous => (rooms.inner.auth.hash(&session_token), Kind::Link),
     };
-    let participants = store
-        .participants(&room.token, now)
-        .await
-        .map_err(|e| Reply::backend("reading participants", &e))?;
-    // The caller's own devices do not count (that is what lets a user rejoin); link-clickers count all.
-    let others: Vec<&Participant> = participants
-        .iter()
-        .filter(|p| user.is_none() || p.user_hash.as_deref() != user)
-        .collect();
-    let cap = others
-        .iter()
-        .map(|p| p.client_max_size)
-        .min()
-        .map_or(room.max_size, |m| m.min(room.max_size));
-    let mut spare = cap - i64::try_from(others.len()).unwrap_or(i64::MAX);
-    let owner_present = others
-        .iter()
-        .any(|p| p.user_hash.as_deref() == Some(room.owner_hash.as_str()));
-    if !owner_present && !is_owner {
-        spare -= 1;
-    }
-    if spare <= 0 {
-        return Err(Reply::error(
-            StatusCode::BAD_REQUEST,
-            errno::ROOM_FULL,
-            "The room is full.",
-        ));
-    }
-    if client_max <= i64::try_from(others.len()).unwrap_or(i64::MAX) {
-        return Err(Reply::error(
-            StatusCode::BAD_REQUEST,
-            errno::CLIENT_REACHED_CAPACITY,
-            "Too many participants in the room for you to handle.",
-        ));
-    }
     let participant = Participant {
         room_token: room.token.clone(),
         participant_hash,
@@ -1092,14 +1057,57 @@ async fn join(
         expires_at: now.saturating_add(ttl),
         status: None,
     };
-    let replaced = store
-        .participant_put(&participant, now)
+    let owner_hash = room.owner_hash.clone();
+    let max_size = room.max_size;
+    let check = |participants: &[Participant]| -> Result<()> {
+        // The caller's own devices do not count (that is what lets a user rejoin); link-clickers count
+        // all.
+        let others: Vec<&Participant> = participants
+            .iter()
+            .filter(|p| user.is_none() || p.user_hash.as_deref() != user)
+            .collect();
+        let cap = others
+            .iter()
+            .map(|p| p.client_max_size)
+            .min()
+            .map_or(max_size, |m| m.min(max_size));
+        let mut spare = cap - i64::try_from(others.len()).unwrap_or(i64::MAX);
+        let owner_present = others
+            .iter()
+            .any(|p| p.user_hash.as_deref() == Some(owner_hash.as_str()));
+        if !owner_present && !is_owner {
+            spare -= 1;
+        }
+        if spare <= 0 {
+            return Err(Reply::error(
+                StatusCode::BAD_REQUEST,
+                errno::ROOM_FULL,
+                "The room is full.",
+            ));
+        }
+        if client_max <= i64::try_from(others.len()).unwrap_or(i64::MAX) {
+            return Err(Reply::error(
+                StatusCode::BAD_REQUEST,
+                errno::CLIENT_REACHED_CAPACITY,
+                "Too many participants in the room for you to handle.",
+            ));
+        }
+        Ok(())
+    };
+    let room_expires = now.saturating_add(ms(cfg.extend_ttl));
+    let replaced = match store
+        .join(&participant, now, room_expires, check)
         .await
-        .map_err(|e| Reply::backend("adding a participant", &e))?;
+        .map_err(|e| Reply::backend("adding a participant", &e))?
+    {
+        Err(refused) => return Err(refused),
+        Ok(None) => return Err(Reply::token_not_found()),
+        Ok(Some(replaced)) => replaced,
+    };
     rooms
-        .touch_and_notify(&room, now, "join")
-        .await
-        .map_err(|e| Reply::backend("touching a room", &e))?;
+        .inner
+        .notifier
+        .notify(&room.owner_hash, now.div_euclid(1000), "join");
     if let Some(old) = replaced {
         rooms.participant_left(&old, "rejoined");
     }

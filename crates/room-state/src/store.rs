@@ -474,6 +474,51 @@ impl Store {
         })
     }
 
+    /// A join as one transaction, so concurrent joins cannot both take a room's last slot: touch the room
+    /// first (ctime = `now`, expiry `room_expires`; that write locks the room: the row in PostgreSQL and
+    /// MySQL, the database in SQLite), read its live participants, let `check` refuse, then put the
+    /// participant (replacing the same session's or token's entry). `Ok(Err(e))`: refused, nothing
+    /// changed; `Ok(Ok(None))`: the room is gone; `Ok(Ok(Some(replaced)))`: joined, with the earlier entry
+    /// if it was still live.
+    pub async fn join<E>(
+        &self,
+        x: &Participant,
+        now: i64,
+        room_expires: i64,
+        check: impl FnOnce(&[Participant]) -> Result<(), E>,
+    ) -> Result<Result<Option<Option<Participant>>, E>, Error> {
+        const TOUCH: &str =
+            "UPDATE rooms SET updated_at = ?, expires_at = ? WHERE token = ? AND expires_at > ?";
+        const LIVE: &str = participant_select!(
+            "WHERE room_token = ? AND expires_at > ? ORDER BY joined_at, connection_id"
+        );
+        const DEL: &str =
+            "DELETE FROM rooms_participants WHERE room_token = ? AND participant_hash = ?";
+        const INS: &str = "INSERT INTO rooms_participants (room_token, participant_hash, connection_id, user_hash, kind, display_name, client_max_size, role, joined_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        with_pool!(self.s, p => {
+            let mut tx = p.begin().await?;
+            let touched = sqlx::query(self.s.sql(TOUCH)).bind(now).bind(room_expires).bind(&x.room_token).bind(now)
+                .execute(&mut *tx).await?.rows_affected();
+            if touched == 0 {
+                tx.rollback().await?;
+                return Ok(Ok(None));
+            }
+            let rows = sqlx::query(self.s.sql(LIVE)).bind(&x.room_token).bind(now).fetch_all(&mut *tx).await?;
+            let live = rows.iter().map(participant_from).collect::<Result<Vec<_>, Error>>()?;
+            if let Err(e) = check(&live) {
+                tx.rollback().await?;
+                return Ok(Err(e));
+            }
+            let old = live.into_iter().find(|o| o.participant_hash == x.participant_hash);
+            sqlx::query(self.s.sql(DEL)).bind(&x.room_token).bind(&x.participant_hash).execute(&mut *tx).await?;
+            sqlx::query(self.s.sql(INS)).bind(&x.room_token).bind(&x.participant_hash).bind(&x.connection_id).bind(&x.user_hash)
+                .bind(x.kind.as_str()).bind(&x.display_name).bind(x.client_max_size).bind(&x.role).bind(x.joined_at)
+                .bind(x.expires_at).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Ok(Some(old)))
+        })
+    }
+
     /// Adds a participant, replacing the same session's or token's earlier entry (a rejoin). Returns the
     /// replaced entry if it was still live.
     pub async fn participant_put(

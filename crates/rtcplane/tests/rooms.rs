@@ -2123,3 +2123,50 @@ async fn the_owner_removes_a_participant() {
     .await
     .error(404, 105, "Participant not found.");
 }
+
+/// Concurrent joins never overfill a room: the capacity check and the insert are one transaction.
+async fn concurrent_joins(storage: &str) {
+    let l = Arc::new(Loop::start_with(storage, TEST_CONFIG).await);
+    let owner = l.session().await;
+    let token = l.create_room(&owner).await;
+    let joins: Vec<_> = (0..12)
+        .map(|i| {
+            let l = l.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                l.join(&token, &Auth::None, &format!("g{i}"), 3)
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for j in joins {
+        let status = j.await.expect("join task");
+        assert!(status == 200 || status == 400, "{status}");
+        if status == 200 {
+            ok += 1;
+        }
+    }
+    // maxSize 3 with a slot kept for the owner: two guests.
+    assert_eq!(ok, 2, "joins that succeeded");
+    let r = l.get_room(&token, &Auth::Hawk(&owner)).await;
+    assert_eq!(r.body["participants"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn concurrent_joins_never_overfill_a_room_on_sqlite() {
+    concurrent_joins("").await;
+}
+
+#[tokio::test]
+async fn concurrent_joins_never_overfill_a_room_on_postgres() {
+    let db = rtcplane_storage::testing::TestDb::new(rtcplane_storage::Backend::Postgres).await;
+    concurrent_joins(&db.url).await;
+}
+
+#[tokio::test]
+async fn concurrent_joins_never_overfill_a_room_on_mariadb() {
+    let db = rtcplane_storage::testing::TestDb::new(rtcplane_storage::Backend::MySql).await;
+    concurrent_joins(&db.url).await;
+}
