@@ -236,8 +236,9 @@ fn run_agent(bin: &Path, dir: &Path) -> anyhow::Result<Agent> {
     wait_admin(&mut server)?;
     // Up to 10 s, but never into the first refresh window (half the expiry after the first registration),
     // where REGISTERs are due anyway.
-    let window_end = (started + Duration::from_secs(u64::from(EXPIRES) / 2) - Duration::from_secs(1))
-        .min(Instant::now() + Duration::from_secs(10));
+    let window_end = (started + Duration::from_secs(u64::from(EXPIRES) / 2)
+        - Duration::from_secs(1))
+    .min(Instant::now() + Duration::from_secs(10));
     let restart_window = window_end.saturating_duration_since(Instant::now());
     std::thread::sleep(restart_window);
     let after_restart = registers_received()? - c2;

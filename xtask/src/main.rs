@@ -5,7 +5,7 @@
 //!   checked by the binary, then every test of the workspace against the real PostgreSQL, MariaDB and Redis.
 //! - `services`: check (and, where this machine has the commands, start) PostgreSQL, MariaDB and Redis.
 //! - `helm-lint`: the Helm chart rendered for each `ci/*-values.yaml` and validated offline (also part of `ci`).
-//! - `bench turn|events|hooks|sip`, `fuzz turn|hooks|sip`.
+//! - `bench turn|events|hooks|sip|rooms`, `fuzz turn|hooks|sip`.
 
 // The build system spawns processes, waits with std time and talks to the terminal.
 #![allow(
@@ -17,6 +17,7 @@
 mod bench;
 mod bench_events;
 mod bench_hooks;
+mod bench_rooms;
 mod bench_sip;
 mod helm;
 mod services;
@@ -62,7 +63,13 @@ fn main() -> anyhow::Result<()> {
                     .map_or(Ok(3), |s| s.parse())
                     .context("rounds must be a number")?,
             ),
-            _ => bail!("usage: cargo xtask bench turn|events|hooks|sip [rounds]"),
+            Some("rooms") => bench_rooms::rooms(
+                &root,
+                args.get(2)
+                    .map_or(Ok(3), |s| s.parse())
+                    .context("rounds must be a number")?,
+            ),
+            _ => bail!("usage: cargo xtask bench turn|events|hooks|sip|rooms [rounds]"),
         },
         // The ceiling server of `bench hooks`, run as a child process.
         Some("__ceiling") => bench_hooks::ceiling_server(
@@ -78,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         ),
         _ => {
             bail!(
-                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  helm-lint  render the Helm chart for every ci/*-values.yaml and validate it offline\n  fuzz T [S] run fuzz target T (turn, hooks, sip) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)\n  bench events [R]  events end to end into a local webhook receiver, SQLite and PostgreSQL\n  bench hooks [R]   SRS on_publish decisions: static rule, token, stream key vs a bare axum handler\n  bench sip [R]     20,000 SIP accounts at the Kamailio fixture: rtcplane's agent vs SIPp at the same rate"
+                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  helm-lint  render the Helm chart for every ci/*-values.yaml and validate it offline\n  fuzz T [S] run fuzz target T (turn, hooks, sip) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)\n  bench events [R]  events end to end into a local webhook receiver, SQLite and PostgreSQL\n  bench hooks [R]   SRS on_publish decisions: static rule, token, stream key vs a bare axum handler\n  bench sip [R]     20,000 SIP accounts at the Kamailio fixture: rtcplane's agent vs SIPp at the same rate\n  bench rooms [R]   Loop room cycles (join, status, leave) in 100 rooms, SQLite and PostgreSQL"
             )
         }
     }

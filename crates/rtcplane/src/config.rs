@@ -32,7 +32,7 @@ pub(crate) struct Config {
     pub(crate) turn: rtcplane_turn_relay::Config,
     pub(crate) sip_agent: rtcplane_sip_registrar_agent::Config,
     pub(crate) hooks: rtcplane_hook_gateway::Config,
-    pub(crate) rooms: PlannedSubsystem,
+    pub(crate) rooms: rtcplane_room_state::Config,
     pub(crate) events: rtcplane_event_bus::sinks::EventsConfig,
     pub(crate) webhooks: rtcplane_event_bus::sinks::WebhooksConfig,
 }
@@ -51,7 +51,7 @@ impl Default for Config {
             turn: rtcplane_turn_relay::Config::default(),
             sip_agent: rtcplane_sip_registrar_agent::Config::default(),
             hooks: rtcplane_hook_gateway::Config::default(),
-            rooms: PlannedSubsystem::default(),
+            rooms: rtcplane_room_state::Config::default(),
             events: rtcplane_event_bus::sinks::EventsConfig::default(),
             webhooks: rtcplane_event_bus::sinks::WebhooksConfig::default(),
         }
@@ -202,16 +202,6 @@ impl Default for LogConfig {
             format: LogFormat::Text,
         }
     }
-}
-
-/// The section of a subsystem whose crate has not landed yet: it has its `enabled` switch (so operators and
-/// the config checker already see the section), and enabling it is a config error until the crate lands and
-/// replaces this type with its own `Config`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct PlannedSubsystem {
-    /// Run this subsystem.
-    pub(crate) enabled: bool,
 }
 
 /// A configuration problem, naming the key.
@@ -407,19 +397,14 @@ impl Config {
         if let Err(e) = self.sip_agent.validate() {
             return Err(ConfigError::at(format!("sip_agent.{}", e.key), e.message));
         }
+        if let Err(e) = self.rooms.validate() {
+            return Err(ConfigError::at(format!("rooms.{}", e.key), e.message));
+        }
         if let Err(e) = self.events.validate(!self.redis.url.is_empty()) {
             return Err(ConfigError::at(format!("events.{}", e.key), e.message));
         }
         if let Err(e) = self.webhooks.validate() {
             return Err(ConfigError::at(format!("webhooks.{}", e.key), e.message));
-        }
-        for (name, section, what) in [("rooms", &self.rooms, "the rooms service")] {
-            if section.enabled {
-                return Err(ConfigError::at(
-                    format!("{name}.enabled"),
-                    format!("{what} is not part of this rtcplane build yet; set it to false"),
-                ));
-            }
         }
         Ok(())
     }
@@ -681,13 +666,17 @@ mod tests {
                 "turn.allowed_peer_ip",
             ),
             ("[turn]\nrelay_ip = \"::1\"\n", "turn.relay_ip"),
-            ("[rooms]\nenabled = true\n", "rooms.enabled"),
             ("[sip_agent]\nexpires = 0\n", "sip_agent.expires"),
             (
                 "[sip_agent]\noutbound_proxy = \"http://x\"\n",
                 "sip_agent.outbound_proxy",
             ),
             ("[sip_agent]\nlisten = \"nowhere\"\n", "sip_agent.listen"),
+            (
+                "[rooms]\nweb_app_url = \"http://x/\"\n",
+                "rooms.web_app_url",
+            ),
+            ("[rooms]\nmax_size = 1\n", "rooms.max_size"),
         ] {
             let e = err(toml, &[]);
             assert_eq!(e.key.as_deref(), Some(key), "{toml}: {e}");

@@ -6,8 +6,8 @@
 //! subsystems are started; a disabled one opens no port and spawns no task, because its start function is
 //! never called.
 //!
-//! Landed: the TURN relay (`turn`), the SIP registration agent (`sip_agent`) and the hook gateway (`hooks`). The others' config sections exist (see `config::PlannedSubsystem`) and
-//! enabling one is a config error; each subsystem issue adds its arm to [`start_enabled`].
+//! Landed: the TURN relay (`turn`), the SIP registration agent (`sip_agent`), the hook gateway (`hooks`) and the
+//! rooms service (`rooms`): every subsystem of DESIGN.md.
 
 use rtcplane_event_bus::Bus;
 use rtcplane_storage::{Redis, Storage};
@@ -51,6 +51,7 @@ impl std::fmt::Debug for Started {
 /// Starts every enabled subsystem, in a fixed order, under `ctx.shutdown`.
 pub(crate) async fn start_enabled(config: &Config, ctx: &Context) -> anyhow::Result<Vec<Started>> {
     let mut started = Vec::new();
+    let mut ice: Option<rtcplane_room_state::IceServers> = None;
     if config.turn.enabled {
         let turn = rtcplane_turn_relay::start(
             config.turn.clone(),
@@ -60,6 +61,25 @@ pub(crate) async fn start_enabled(config: &Config, ctx: &Context) -> anyhow::Res
             ctx.tasks.clone(),
         )
         .await?;
+        // Rooms hand out TURN REST credentials in their join answer (the crates stay independent).
+        if !config.turn.static_auth_secrets.is_empty() {
+            let t = turn.clone();
+            ice = Some(std::sync::Arc::new(
+                move |user: &str, ttl: std::time::Duration| {
+                    t.rest_credentials(user, ttl.as_secs().max(1))
+                        .filter(|(_, _, uris)| !uris.is_empty())
+                        .map(
+                            |(username, credential, urls)| rtcplane_room_state::IceServer {
+                                urls,
+                                username,
+                                credential,
+                            },
+                        )
+                        .into_iter()
+                        .collect()
+                },
+            ));
+        }
         started.push(Started {
             name: "turn",
             public: Some(turn.public_router()),
@@ -104,6 +124,27 @@ pub(crate) async fn start_enabled(config: &Config, ctx: &Context) -> anyhow::Res
             name: "sip_agent",
             public: None,
             admin: Some(agent.admin_router()),
+            ready: crate::readiness::probe(move || {
+                let r = ready.ready();
+                async move { r }
+            }),
+        });
+    }
+    if config.rooms.enabled {
+        let rooms = rtcplane_room_state::start(
+            config.rooms.clone(),
+            &ctx.bus,
+            &ctx.storage,
+            ctx.shutdown.clone(),
+            ctx.tasks.clone(),
+            ice,
+        )
+        .await?;
+        let ready = rooms.clone();
+        started.push(Started {
+            name: "rooms",
+            public: Some(rooms.public_router()),
+            admin: Some(rooms.admin_router()),
             ready: crate::readiness::probe(move || {
                 let r = ready.ready();
                 async move { r }

@@ -48,6 +48,23 @@ impl Rest {
     }
 }
 
+impl Rest {
+    /// Username, password and URIs for `user` (may be empty), valid `ttl` seconds; None without a secret.
+    pub(crate) fn mint(&self, user: &str, ttl: u64) -> Option<(String, String, Vec<String>)> {
+        let secret = self.secret.as_ref()?;
+        let expiry = chrono::Utc::now()
+            .timestamp()
+            .saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
+        let username = if user.is_empty() {
+            expiry.to_string()
+        } else {
+            format!("{expiry}:{user}")
+        };
+        let password = crate::auth::rest_password(secret, &username);
+        Some((username, password, self.uris.clone()))
+    }
+}
+
 /// `turn:<host>:<port>?transport=udp|tcp` and `turns:…` from the announced host and the listeners.
 fn derive_uris(
     config: &Config,
@@ -192,27 +209,18 @@ async fn credentials(
             ),
         );
     }
-    let Some(secret) = &rest.secret else {
+    let Some((username, password, uris)) = rest.mint(&user, ttl) else {
         return error(
             StatusCode::NOT_FOUND,
             "disabled",
             "no turn.static_auth_secrets",
         );
     };
-    let expiry = chrono::Utc::now()
-        .timestamp()
-        .saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
-    let username = if user.is_empty() {
-        expiry.to_string()
-    } else {
-        format!("{expiry}:{user}")
-    };
-    let password = crate::auth::rest_password(secret, &username);
     let mut resp = Json(Credentials {
         username,
         password,
         ttl,
-        uris: rest.uris.clone(),
+        uris,
     })
     .into_response();
     resp.headers_mut().insert(

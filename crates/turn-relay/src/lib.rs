@@ -98,6 +98,17 @@ impl Turn {
         http::admin_router(self.server.clone(), self.users.clone())
     }
 
+    /// TURN REST API credentials for `user`, valid `ttl_secs` (username `<expiry>:<user>`, password
+    /// base64(HMAC-SHA1(first static_auth_secret, username))) and the URIs the credentials endpoint
+    /// announces; None without `turn.static_auth_secrets`. Other subsystems get this through the binary.
+    pub fn rest_credentials(
+        &self,
+        user: &str,
+        ttl_secs: u64,
+    ) -> Option<(String, String, Vec<String>)> {
+        self.rest.mint(user, ttl_secs)
+    }
+
     /// Active allocations.
     pub fn allocations(&self) -> usize {
         self.server.allocations.len()

@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "rtcplane admin API", description = "Health, readiness, metrics, events, webhooks and cluster state of an rtcplane node."),
+    info(title = "rtcplane admin API", description = "Health, readiness, metrics, events, webhooks, cluster state, streams and rooms of an rtcplane node."),
     paths(
         super::admin::healthz,
         super::admin::readyz,
@@ -33,10 +33,14 @@ use utoipa::OpenApi;
         rtcplane_sip_registrar_agent::http::remove,
         rtcplane_sip_registrar_agent::http::refresh,
         rtcplane_sip_registrar_agent::http::rpc,
+        rtcplane_room_state::admin::list,
+        rtcplane_room_state::admin::show,
+        rtcplane_room_state::admin::remove,
+        rtcplane_room_state::admin::kick,
         document,
     ),
     components(schemas(super::error::ErrorBody, super::error::ErrorDetail, crate::readiness::Report, crate::readiness::CheckResult, rtcplane_sip_registrar_agent::BindingView, rtcplane_sip_registrar_agent::Status)),
-    tags((name = "health"), (name = "observability"), (name = "events"), (name = "cluster"), (name = "webhooks"), (name = "hooks"), (name = "sip"), (name = "meta"))
+    tags((name = "health"), (name = "observability"), (name = "events"), (name = "cluster"), (name = "webhooks"), (name = "hooks"), (name = "sip"), (name = "rooms"), (name = "meta"))
 )]
 pub(crate) struct AdminApi;
 
