@@ -23,18 +23,7 @@ pub(crate) async fn turn(config: &Config, command: TurnCommand) -> anyhow::Resul
             password_stdin,
             realm,
         } => {
-            let password = match (password, password_stdin) {
-                (Some(p), false) => p,
-                (None, true) => {
-                    let mut line = String::new();
-                    std::io::stdin()
-                        .lock()
-                        .read_line(&mut line)
-                        .context("reading the password from stdin")?;
-                    line.trim_end_matches(['\r', '\n']).to_owned()
-                }
-                _ => bail!("give the password with --password or --password-stdin"),
-            };
+            let password = read_secret(password, password_stdin, "--password")?;
             let realm = realm.unwrap_or_else(|| config.turn.realm.clone());
             rtcplane_turn_relay::users::add(&storage, &realm, &name, &password).await?;
             writeln!(out, "added {name} in realm {realm}")?;
@@ -140,7 +129,8 @@ pub(crate) async fn hooks(config: &Config, command: HooksCommand) -> anyhow::Res
     }
 }
 
-fn read_secret(given: Option<String>, stdin: bool) -> anyhow::Result<String> {
+/// A password given on the command line (`flag`) or as the first line of standard input (`flag-stdin`).
+fn read_secret(given: Option<String>, stdin: bool, flag: &str) -> anyhow::Result<String> {
     match (given, stdin) {
         (Some(p), false) => Ok(p),
         (None, true) => {
@@ -151,7 +141,7 @@ fn read_secret(given: Option<String>, stdin: bool) -> anyhow::Result<String> {
                 .context("reading the password from stdin")?;
             Ok(line.trim_end_matches(['\r', '\n']).to_owned())
         }
-        _ => bail!("give the password with --pass or --pass-stdin"),
+        _ => bail!("give the password with {flag} or {flag}-stdin"),
     }
 }
 
@@ -197,7 +187,7 @@ pub(crate) async fn sip(
             contact,
             id,
         } => {
-            let pass = read_secret(pass, pass_stdin)?;
+            let pass = read_secret(pass, pass_stdin, "--pass")?;
             let body = serde_json::json!({"subscriber_id": id, "user": user, "pass": pass, "realm": realm, "contact": contact});
             let v = send(client.post(url("")).json(&body)).await?;
             writeln!(out, "{}", v["subscriber_id"])?;
@@ -210,7 +200,7 @@ pub(crate) async fn sip(
             pass_stdin,
             contact,
         } => {
-            let pass = read_secret(pass, pass_stdin)?;
+            let pass = read_secret(pass, pass_stdin, "--pass")?;
             let body =
                 serde_json::json!({"user": user, "pass": pass, "realm": realm, "contact": contact});
             let v = send(client.put(url(&format!("/{id}"))).json(&body)).await?;

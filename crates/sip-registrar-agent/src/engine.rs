@@ -616,7 +616,7 @@ impl Engine {
                 TimerKind::Timeout { tx } => {
                     if let Some(t) = self.txs.remove(&tx) {
                         metrics::counter!(m::TIMEOUTS).increment(1);
-                        self.finish_failure(t, 408, "Request Timeout", None);
+                        self.record_failure(t.id, t.action, 408, "Request Timeout", None);
                     }
                 }
             }
@@ -887,10 +887,6 @@ impl Engine {
         self.record_failure(id, action, 480, "unable to send request", None);
     }
 
-    fn finish_failure(&mut self, t: Tx, code: u16, reason: &str, retry_after: Option<u32>) {
-        self.record_failure(t.id, t.action, code, reason, retry_after);
-    }
-
     fn record_failure(
         &mut self,
         id: i64,
@@ -1006,14 +1002,14 @@ impl Engine {
                         challenge,
                     );
                 } else {
-                    self.finish_failure(t, r.code, &r.reason, None);
+                    self.record_failure(t.id, t.action, r.code, &r.reason, None);
                 }
             }
             503 => {
                 let after = r.retry_after;
-                self.finish_failure(t, r.code, &r.reason, after);
+                self.record_failure(t.id, t.action, r.code, &r.reason, after);
             }
-            _ => self.finish_failure(t, r.code, &r.reason, None),
+            _ => self.record_failure(t.id, t.action, r.code, &r.reason, None),
         }
     }
 
@@ -1051,7 +1047,7 @@ impl Engine {
                     Some((ch, proxy, 1)),
                 );
             }
-            _ => self.finish_failure(t, r.code, &r.reason, None),
+            _ => self.record_failure(t.id, t.action, r.code, &r.reason, None),
         }
     }
 
