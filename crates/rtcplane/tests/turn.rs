@@ -1060,3 +1060,729 @@ async fn user_and_total_quotas_answer_486() -> anyhow::Result<()> {
     assert_eq!(third, Some(486), "total_quota = 2, whoever asks");
     Ok(())
 }
+
+// ------------------------------------------------------------------ operators: statistics, limits, callout
+
+/// A raw UDP client holding an allocation (MD5 long-term credentials).
+struct Allocated {
+    c: Raw,
+    user: String,
+    realm: String,
+    nonce: String,
+    key: LongTermKey,
+    relayed: SocketAddr,
+}
+
+/// Allocates as `user`; `Err(code)` if the server refuses.
+async fn allocate_as(
+    port: u16,
+    realm: &str,
+    user: &str,
+    pass: &str,
+) -> anyhow::Result<Result<Allocated, u16>> {
+    let c = Raw::new(port).await?;
+    let udp = |e: &mut Encoder<'_>| {
+        e.requested_transport(attr::TRANSPORT_UDP);
+    };
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(udp, None))
+        .await?;
+    let nonce = Message::decode(&resp)?
+        .nonce()?
+        .context("nonce")?
+        .to_owned();
+    let key = LongTermKey::derive(PasswordAlgorithm::Md5, user, realm, pass);
+    let resp = c
+        .transact(&Req::new(Method::ALLOCATE).build(udp, Some((user, realm, &nonce, &key))))
+        .await?;
+    if let Some(code) = error_code(&resp) {
+        return Ok(Err(code));
+    }
+    let relayed = Message::decode(&resp)?
+        .xor_address(attr::XOR_RELAYED_ADDRESS)?
+        .context("relayed address")?;
+    Ok(Ok(Allocated {
+        c,
+        user: user.to_owned(),
+        realm: realm.to_owned(),
+        nonce,
+        key,
+        relayed,
+    }))
+}
+
+impl Allocated {
+    fn creds(&self) -> Option<(&str, &str, &str, &LongTermKey)> {
+        Some((&self.user, &self.realm, &self.nonce, &self.key))
+    }
+
+    async fn permit(&self, peer: SocketAddr) -> anyhow::Result<()> {
+        let resp = self
+            .c
+            .transact(&Req::new(Method::CREATE_PERMISSION).build(
+                |e| {
+                    e.xor_address(attr::XOR_PEER_ADDRESS, peer);
+                },
+                self.creds(),
+            ))
+            .await?;
+        anyhow::ensure!(
+            error_code(&resp).is_none(),
+            "CreatePermission: {:?}",
+            error_code(&resp)
+        );
+        Ok(())
+    }
+
+    async fn send(&self, peer: SocketAddr, data: &[u8]) -> anyhow::Result<()> {
+        let mut buf = Vec::new();
+        let mut e = Encoder::new(&mut buf, Method::SEND, Class::Indication, rand_tid());
+        e.xor_address(attr::XOR_PEER_ADDRESS, peer)
+            .attr(attr::DATA, data);
+        self.c.send_raw(e.finish().context("fits")?).await
+    }
+
+    async fn delete(&self) -> anyhow::Result<()> {
+        let resp = self
+            .c
+            .transact(&Req::new(Method::REFRESH).build(
+                |e| {
+                    e.lifetime(0);
+                },
+                self.creds(),
+            ))
+            .await?;
+        anyhow::ensure!(
+            error_code(&resp).is_none(),
+            "Refresh 0: {:?}",
+            error_code(&resp)
+        );
+        Ok(())
+    }
+}
+
+/// Sum of a Prometheus metric's samples whose line starts with `prefix`.
+async fn metric(server: &Server, prefix: &str) -> anyhow::Result<f64> {
+    let text = support::get(server.admin_url("/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+fn unique(prefix: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}{}", n % 1_000_000_000)
+}
+
+/// The seed's subscriptions (seed 000), exactly.
+const SEED_PATTERNS: [&str; 5] = [
+    "turn/realm/*/user/*/allocation/*/status",
+    "turn/realm/*/user/*/allocation/*/traffic",
+    "turn/realm/*/user/*/allocation/*/traffic/peer",
+    "turn/realm/*/user/*/allocation/*/total_traffic",
+    "turn/realm/*/user/*/allocation/*/total_traffic/peer",
+];
+
+/// Collects (channel, payload) of every message on `patterns` into a shared list.
+async fn subscribe(
+    url: &str,
+    patterns: &[&str],
+) -> anyhow::Result<(
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    tokio::task::JoinHandle<()>,
+)> {
+    use futures_util::StreamExt;
+    let client = redis::Client::open(url)?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    for p in patterns {
+        pubsub.psubscribe(*p).await?;
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut stream = pubsub.into_on_message();
+        while let Some(msg) = stream.next().await {
+            let payload: String = msg.get_payload().unwrap_or_default();
+            if let Ok(mut v) = out.lock() {
+                v.push((msg.get_channel_name().to_owned(), payload));
+            }
+        }
+    });
+    Ok((seen, task))
+}
+
+/// A message's shape: the kind after the id, and the payload with addresses and counts replaced (lifetimes
+/// kept), checking each field parses.
+fn shape(channel: &str, payload: &str) -> anyhow::Result<(String, String, String)> {
+    let (_, rest) = channel
+        .split_once("/allocation/")
+        .with_context(|| format!("channel {channel:?}"))?;
+    let (id, kind) = rest.split_once('/').context("kind")?;
+    anyhow::ensure!(
+        id.len() == 18 && id.bytes().all(|b| b.is_ascii_digit()),
+        "id {id:?} is not 18 digits"
+    );
+    let shape = if payload == "deleted" {
+        payload.to_owned()
+    } else {
+        let mut out = Vec::new();
+        for (i, field) in payload.split(", ").enumerate() {
+            let (name, value) = field.rsplit_once('=').context("field")?;
+            let v = match name {
+                "local" | "remote" => {
+                    value
+                        .parse::<SocketAddr>()
+                        .with_context(|| format!("{field:?}"))?;
+                    "ADDR".to_owned()
+                }
+                "rcvp" | "rcvb" | "sentp" | "sentb" => {
+                    value.parse::<u64>().with_context(|| format!("{field:?}"))?;
+                    "N".to_owned()
+                }
+                _ => value.to_owned(),
+            };
+            anyhow::ensure!(i > 0 || !name.is_empty(), "empty field in {payload:?}");
+            out.push(format!("{name}={v}"));
+        }
+        out.join(", ")
+    };
+    Ok((id.to_owned(), kind.to_owned(), shape))
+}
+
+/// Per allocation id, the (kind, shape) sequence, in order.
+fn by_allocation(
+    messages: &[(String, String)],
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<(String, String)>>> {
+    let mut out = std::collections::BTreeMap::<String, Vec<(String, String)>>::new();
+    for (channel, payload) in messages {
+        let (id, kind, shape) = shape(channel, payload)?;
+        out.entry(id).or_default().push((kind, shape));
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn coturn_redis_statistics_match_coturns_captured_output() -> anyhow::Result<()> {
+    // coturn's own run (fixtures/coturn): the sequences of the allocations its client deleted.
+    let captured =
+        std::fs::read_to_string(support::fixtures().join("coturn/pubsub-udp-static.tsv"))
+            .context("fixtures/coturn/pubsub-udp-static.tsv")?;
+    let captured: Vec<(String, String)> = captured
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(c, p)| (c.to_owned(), p.to_owned()))
+        .collect();
+    let coturn = by_allocation(&captured)?;
+    let coturn_deleted: Vec<&Vec<(String, String)>> = coturn
+        .values()
+        .filter(|s| s.iter().any(|(k, p)| k == "status" && p == "deleted"))
+        .collect();
+    assert!(!coturn_deleted.is_empty());
+
+    // The same run against rtcplane: same client, same load, the seed's subscriptions.
+    let realm = unique("stats") + ".example.org";
+    let (seen, task) = subscribe("redis://127.0.0.1:6379/0", &SEED_PATTERNS).await?;
+    let port = free_dual_port();
+    let server = turn_server(port)
+        .env("RTCPLANE__TURN__REALM", &realm)
+        .env("RTCPLANE__TURN__STATIC_USERS", "alice:alicepw")
+        .env(
+            "RTCPLANE__TURN__REDIS_STATSDB",
+            "ip=127.0.0.1 dbname=0 port=6379 connect_timeout=30",
+        )
+        .start()
+        .await?;
+    let peer_port = free_udp_port();
+    let _peer = Peer::start(peer_port)?;
+    let report = uclient(
+        &[
+            "-c", "-m", "2", "-n", "300", "-l", "120", "-z", "20", "-u", "alice", "-w", "alicepw",
+        ],
+        port,
+        peer_port,
+    )
+    .await?;
+    assert_clean(&report, 600);
+    // Keys while allocations live: the status value, no TTL.
+    let mut conn = redis::Client::open("redis://127.0.0.1:6379/0")?
+        .get_multiplexed_async_connection()
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    task.abort();
+    let ours: Vec<(String, String)> = seen.lock().map(|v| v.clone()).unwrap_or_default();
+    assert!(
+        ours.iter()
+            .all(|(c, _)| c.starts_with(&format!("turn/realm/{realm}/user/alice/allocation/"))),
+        "{ours:#?}"
+    );
+    let ours_by = by_allocation(&ours)?;
+    let deleted: Vec<(&String, &Vec<(String, String)>)> = ours_by
+        .iter()
+        .filter(|(_, s)| s.iter().any(|(k, p)| k == "status" && p == "deleted"))
+        .collect();
+    assert!(
+        !deleted.is_empty(),
+        "no allocation deleted:\n{ours:#?}\n{}",
+        server.log()
+    );
+    for (id, seq) in &deleted {
+        assert!(
+            coturn_deleted.contains(seq),
+            "allocation {id}: {seq:#?}\nis not one of coturn's sequences:\n{coturn_deleted:#?}"
+        );
+    }
+    // The peer traffic of a deleted allocation is exactly coturn's for the same load; the client side
+    // counts every message, headers included (coturn also counts the unauthenticated first Allocate).
+    for (channel, payload) in &ours {
+        if channel.ends_with("/total_traffic/peer") {
+            assert_eq!(
+                payload, "rcvp=300, rcvb=36000, sentp=300, sentb=36000",
+                "{channel}"
+            );
+        }
+        if channel.ends_with("/total_traffic") {
+            let n: Vec<u64> = payload
+                .split(", ")
+                .filter_map(|f| f.split_once('=')?.1.parse().ok())
+                .collect();
+            assert!(
+                n.len() == 4
+                    && n[0] >= 305
+                    && n[1] >= 300 * 124
+                    && n[2] >= 305
+                    && n[3] >= 300 * 124,
+                "{payload}"
+            );
+        }
+    }
+    // Status keys: gone for deleted allocations, present without TTL (coturn's value) for the others.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("turn/realm/{realm}/*"))
+        .query_async(&mut conn)
+        .await?;
+    for (id, seq) in &ours_by {
+        let key = format!("turn/realm/{realm}/user/alice/allocation/{id}/status");
+        let is_deleted = seq.iter().any(|(k, p)| k == "status" && p == "deleted");
+        assert_eq!(keys.contains(&key), !is_deleted, "{key} in {keys:?}");
+        if !is_deleted {
+            let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await?;
+            let value: String = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+            assert_eq!(ttl, -1);
+            assert!(
+                value.starts_with("refreshed lifetime=") || value.starts_with("new lifetime="),
+                "{value}"
+            );
+            let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn redis_stopped_and_restarted_mid_run_relaying_continues_and_events_resume()
+-> anyhow::Result<()> {
+    let rport = free_port();
+    let redis_server = |port: u16| {
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("redis-server must be installed")
+    };
+    let mut redis1 = Peer(redis_server(rport)?);
+    let url = format!("redis://127.0.0.1:{rport}/0");
+    let realm = unique("restart") + ".example.org";
+    let port = free_dual_port();
+    let server = turn_server(port)
+        .env("RTCPLANE__TURN__REALM", &realm)
+        .env("RTCPLANE__TURN__STATIC_USERS", "alice:alicepw")
+        .env("RTCPLANE__TURN__REDIS_STATSDB", &url)
+        .start()
+        .await?;
+    let peer_port = free_udp_port();
+    let _peer = Peer::start(peer_port)?;
+    // 15 s of traffic from one client.
+    let long_run = tokio::spawn(async move {
+        uclient(
+            &[
+                "-c", "-m", "1", "-n", "750", "-l", "120", "-z", "20", "-u", "alice", "-w",
+                "alicepw",
+            ],
+            port,
+            peer_port,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut conn = redis::Client::open(url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("turn/*")
+        .query_async(&mut conn)
+        .await?;
+    assert!(
+        !keys.is_empty(),
+        "the running allocation has its status key"
+    );
+    // Redis goes away; meanwhile another allocation comes and goes (its events cannot be written).
+    let _ = redis1.0.kill();
+    let _ = redis1.0.wait();
+    let a = allocate_as(port, &realm, "alice", "alicepw")
+        .await?
+        .map_err(|c| anyhow::anyhow!("{c}"))?;
+    a.delete().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dropped = metric(&server, "rtcplane_turn_redis_events_dropped_total").await?;
+    assert!(dropped >= 1.0, "dropped events are counted: {dropped}");
+    // Redis is back (empty): the live allocation's status key is restored, and new events arrive.
+    redis1 = Peer(redis_server(rport)?);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (seen, task) = subscribe(&url, &["turn/realm/*/user/*/allocation/*"]).await?;
+    let restored = async {
+        let mut conn = redis::Client::open(url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        for _ in 0..100 {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("turn/*")
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                return anyhow::Ok(keys);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("status key not restored within 10 s")
+    }
+    .await?;
+    assert!(
+        restored[0].contains(&format!("turn/realm/{realm}/user/alice/allocation/")),
+        "{restored:?}"
+    );
+    let b = allocate_as(port, &realm, "alice", "alicepw")
+        .await?
+        .map_err(|c| anyhow::anyhow!("{c}"))?;
+    let report = long_run.await??;
+    assert_clean(&report, 750);
+    b.delete().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    task.abort();
+    let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+    let news = seen
+        .iter()
+        .filter(|(c, p)| c.ends_with("/status") && p.starts_with("new "))
+        .count();
+    let deleted = seen.iter().filter(|(_, p)| p == "deleted").count();
+    assert!(news >= 1 && deleted >= 2, "events resumed: {seen:#?}");
+    assert_eq!(metric(&server, "rtcplane_turn_redis_connected").await?, 1.0);
+    drop(redis1);
+    Ok(())
+}
+
+/// A UDP peer counting what reaches it, and when the last datagram came.
+async fn counting_peer() -> anyhow::Result<(
+    SocketAddr,
+    std::sync::Arc<std::sync::Mutex<(u64, u64, std::time::Instant)>>,
+    std::sync::Arc<UdpSocket>,
+)> {
+    let socket = std::sync::Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    let addr = socket.local_addr()?;
+    let stats = std::sync::Arc::new(std::sync::Mutex::new((
+        0_u64,
+        0_u64,
+        std::time::Instant::now(),
+    )));
+    let (s, st) = (socket.clone(), stats.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0_u8; 65536];
+        while let Ok((n, _)) = s.recv_from(&mut buf).await {
+            if let Ok(mut g) = st.lock() {
+                g.0 += 1;
+                g.1 += n as u64;
+                g.2 = std::time::Instant::now();
+            }
+        }
+    });
+    Ok((addr, stats, socket))
+}
+
+#[tokio::test]
+async fn max_bps_per_allocation_and_per_user_drop_the_excess() -> anyhow::Result<()> {
+    let port = free_dual_port();
+    let server = turn_server(port)
+        .env("RTCPLANE__TURN__MAX_BPS", "20000")
+        .env("RTCPLANE__TURN__USER_MAX_BPS", "30000")
+        .start()
+        .await?;
+    let (peer_a, stats_a, peer_socket) = counting_peer().await?;
+    let (peer_b, stats_b, _s) = counting_peer().await?;
+    let a = allocate_as(port, REALM, USER, PASS)
+        .await?
+        .map_err(|c| anyhow::anyhow!("{c}"))?;
+    let b = allocate_as(port, REALM, USER, PASS)
+        .await?
+        .map_err(|c| anyhow::anyhow!("{c}"))?;
+    a.permit(peer_a).await?;
+    b.permit(peer_b).await?;
+    // Each client offers 50 kB/s for 3 s: 1000-byte Send indications every 20 ms.
+    let payload = vec![7_u8; 1000];
+    let started = std::time::Instant::now();
+    for _ in 0..150 {
+        a.send(peer_a, &payload).await?;
+        b.send(peer_b, &payload).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (got_a, got_b) = (
+        stats_a.lock().map(|g| g.1).unwrap_or(0),
+        stats_b.lock().map(|g| g.1).unwrap_or(0),
+    );
+    let offered = 150_000_u64;
+    // Each allocation at most its 20 kB/s (plus one second of burst); together at most the user's 30 kB/s.
+    for got in [got_a, got_b] {
+        assert!(got * 10 < offered * 6, "limited: {got} of {offered}");
+        assert!(got as f64 <= 20_000.0 * (secs + 1.0), "{got} in {secs:.1}s");
+    }
+    let total = (got_a + got_b) as f64;
+    assert!(
+        total <= 30_000.0 * (secs + 1.0),
+        "user-wide: {total} in {secs:.1}s"
+    );
+    assert!(
+        total >= 30_000.0 * secs * 0.6,
+        "the user's share is used: {total} in {secs:.1}s"
+    );
+    // The other direction: the peer floods the relayed address; the client gets at most 20 kB/s.
+    let mut received = 0_u64;
+    let mut buf = vec![0_u8; 2048];
+    let flood_started = std::time::Instant::now();
+    for _ in 0..100 {
+        peer_socket.send_to(&payload, a.relayed).await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(1), a.c.socket.recv_from(&mut buf)).await
+        {
+            received += n as u64;
+        }
+    }
+    let flood_secs = flood_started.elapsed().as_secs_f64();
+    assert!(received > 0);
+    assert!(
+        received as f64 <= 20_000.0 * (flood_secs + 1.0) * 1.1,
+        "to the client: {received} in {flood_secs:.1}s"
+    );
+    // Counted: in metrics and in the allocation's counters.
+    assert!(metric(&server, "rtcplane_turn_bandwidth_dropped_bytes_total").await? > 0.0);
+    let list: serde_json::Value = support::get(server.admin_url("/api/v1/turn/allocations"))
+        .await?
+        .json()
+        .await?;
+    let dropped: u64 = list["allocations"]
+        .as_array()
+        .context("allocations")?
+        .iter()
+        .filter_map(|a| a["counters"]["bandwidth_dropped_bytes"].as_u64())
+        .sum();
+    assert!(dropped > 0, "{list}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn killing_an_allocation_from_the_api_stops_its_relay_within_a_second() -> anyhow::Result<()>
+{
+    let port = free_dual_port();
+    let server = turn_server(port).start().await?;
+    let (peer, stats, _s) = counting_peer().await?;
+    let a = std::sync::Arc::new(
+        allocate_as(port, REALM, USER, PASS)
+            .await?
+            .map_err(|c| anyhow::anyhow!("{c}"))?,
+    );
+    a.permit(peer).await?;
+    let sender = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for _ in 0..400 {
+                let _ = a.send(peer, b"media").await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = stats.lock().map(|g| g.0).unwrap_or(0);
+    assert!(before > 10, "relaying before the kill: {before}");
+    let list: serde_json::Value = support::get(server.admin_url("/api/v1/turn/allocations"))
+        .await?
+        .json()
+        .await?;
+    let id = list["allocations"][0]["id"]
+        .as_str()
+        .context("id")?
+        .to_owned();
+    let killed = support::client()
+        .delete(server.admin_url(&format!("/api/v1/turn/allocations/{id}")))
+        .send()
+        .await?;
+    assert_eq!(killed.status(), 204);
+    let at_kill = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after_1s = stats.lock().map(|g| g.0).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (total, last) = stats.lock().map(|g| (g.0, g.2)).unwrap_or((0, at_kill));
+    assert_eq!(
+        total, after_1s,
+        "nothing relayed more than a second after the kill"
+    );
+    assert!(
+        last <= at_kill + Duration::from_secs(1),
+        "last datagram {:?} after the kill",
+        last.saturating_duration_since(at_kill)
+    );
+    sender.abort();
+    Ok(())
+}
+
+/// A backend for the auth callout: alice (password alicepw, quota 1), slow (answers after 3 s), denied
+/// (403), full (429); counts calls per user.
+async fn callout_backend() -> anyhow::Result<(
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+)> {
+    use axum::http::StatusCode;
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let c = calls.clone();
+    let app = axum::Router::new().route(
+        "/turn-auth",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap,
+                  axum::Json(body): axum::Json<serde_json::Value>| {
+                let c = c.clone();
+                async move {
+                    let user = body["username"].as_str().unwrap_or_default().to_owned();
+                    if let Ok(mut v) = c.lock() {
+                        v.push(user.clone());
+                    }
+                    if headers.get("authorization").and_then(|v| v.to_str().ok())
+                        != Some("Bearer callout-secret")
+                    {
+                        return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({})))
+                            .into_response();
+                    }
+                    match user.as_str() {
+                        "alice" => {
+                            axum::Json(serde_json::json!({"password": "alicepw", "quota": 1}))
+                                .into_response()
+                        }
+                        "slow" => {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            axum::Json(serde_json::json!({"password": "slowpw"})).into_response()
+                        }
+                        "full" => StatusCode::TOO_MANY_REQUESTS.into_response(),
+                        _ => StatusCode::FORBIDDEN.into_response(),
+                    }
+                }
+            },
+        ),
+    );
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/turn-auth", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, calls, task))
+}
+
+#[tokio::test]
+async fn http_callout_authorizes_fails_closed_and_never_blocks_other_users() -> anyhow::Result<()> {
+    let (url, calls, backend) = callout_backend().await?;
+    let port = free_dual_port();
+    let _server = turn_server(port)
+        .env("RTCPLANE__TURN__AUTH_CALLOUT_URL", &url)
+        .env("RTCPLANE__TURN__AUTH_CALLOUT_SECRET", "callout-secret")
+        .env("RTCPLANE__TURN__AUTH_CALLOUT_TIMEOUT", "500ms")
+        .start()
+        .await?;
+    // A slow backend answer: fail-closed (500) after the timeout, while alice is served meanwhile.
+    let slow = tokio::spawn(async move {
+        let t = std::time::Instant::now();
+        let r = allocate_as(port, REALM, "slow", "slowpw").await;
+        (r, t.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = std::time::Instant::now();
+    let alice = allocate_as(port, REALM, "alice", "alicepw").await?;
+    let alice_took = t.elapsed();
+    assert!(alice.is_ok(), "alice: {:?}", alice.as_ref().err());
+    assert!(
+        alice_took < Duration::from_millis(400),
+        "alice waited {alice_took:?} behind the slow user"
+    );
+    let (slow_result, slow_took) = slow.await?;
+    assert_eq!(slow_result?.err(), Some(500), "fail-closed");
+    assert!(
+        slow_took >= Duration::from_millis(450) && slow_took < Duration::from_secs(2),
+        "{slow_took:?}"
+    );
+    // Refused users; the quota the backend gave alice (1); her answer came from the cache.
+    assert_eq!(
+        allocate_as(port, REALM, "denied", "x").await?.err(),
+        Some(401)
+    );
+    assert_eq!(
+        allocate_as(port, REALM, "full", "x").await?.err(),
+        Some(486)
+    );
+    assert_eq!(
+        allocate_as(port, REALM, "alice", "alicepw").await?.err(),
+        Some(486),
+        "quota 1 from the callout"
+    );
+    assert_eq!(
+        allocate_as(port, REALM, "alice", "wrong").await?.err(),
+        Some(401),
+        "wrong password"
+    );
+    let alice_calls = calls
+        .lock()
+        .map(|v| v.iter().filter(|u| *u == "alice").count())
+        .unwrap_or(0);
+    assert_eq!(alice_calls, 1, "cached for auth_callout_cache");
+    // Static users never reach the callout.
+    assert!(allocate_as(port, REALM, USER, PASS).await?.is_ok());
+    assert!(
+        !calls
+            .lock()
+            .map(|v| v.contains(&USER.to_owned()))
+            .unwrap_or(true)
+    );
+    // The backend down: refused at once with 500, static users unaffected.
+    backend.abort();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        allocate_as(port, REALM, "newcomer", "x").await?.err(),
+        Some(500)
+    );
+    assert!(allocate_as(port, REALM, USER, PASS).await?.is_ok());
+    drop(alice);
+    Ok(())
+}

@@ -11,6 +11,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::observer::{AllocationInfo, Traffic};
 use crate::stun::TransactionId;
 
 /// RFC 8656 §9: permissions last 300 s.
@@ -80,7 +81,8 @@ impl ClientSink {
     }
 }
 
-/// Traffic counters in both directions (for events and, later, statistics).
+/// Traffic counters: application bytes to and from peers (the events' totals), and everything on the
+/// client's 5-tuple (coturn's `traffic`), plus the snapshot last reported to observers.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     /// Client → peer.
@@ -89,6 +91,16 @@ pub(crate) struct Counters {
     /// Peer → client.
     pub(crate) received_packets: AtomicU64,
     pub(crate) received_bytes: AtomicU64,
+    /// Every message from the client (requests, ChannelData, indications), whole.
+    client_rx_packets: AtomicU64,
+    client_rx_bytes: AtomicU64,
+    /// Every message to the client (responses, ChannelData, indications), whole.
+    client_tx_packets: AtomicU64,
+    client_tx_bytes: AtomicU64,
+    /// Packets dropped for exceeding a bandwidth limit (both directions).
+    pub(crate) limited_packets: AtomicU64,
+    pub(crate) limited_bytes: AtomicU64,
+    reported: Mutex<Traffic>,
 }
 
 impl Counters {
@@ -103,14 +115,140 @@ impl Counters {
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    pub(crate) fn client_rx(&self, bytes: usize) {
+        self.client_rx_packets.fetch_add(1, Ordering::Relaxed);
+        self.client_rx_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn client_tx(&self, bytes: usize) {
+        self.client_tx_packets.fetch_add(1, Ordering::Relaxed);
+        self.client_tx_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn limited(&self, bytes: usize) {
+        self.limited_packets.fetch_add(1, Ordering::Relaxed);
+        self.limited_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Everything counted so far.
+    pub(crate) fn traffic(&self) -> Traffic {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Traffic {
+            client_rx_packets: l(&self.client_rx_packets),
+            client_rx_bytes: l(&self.client_rx_bytes),
+            client_tx_packets: l(&self.client_tx_packets),
+            client_tx_bytes: l(&self.client_tx_bytes),
+            peer_rx_packets: l(&self.received_packets),
+            peer_rx_bytes: l(&self.received_bytes),
+            peer_tx_packets: l(&self.sent_packets),
+            peer_tx_bytes: l(&self.sent_bytes),
+        }
+    }
+
+    /// The traffic since the last report and the totals, marking them reported; None if fewer than
+    /// `at_least` packets moved since (coturn reports every 4096).
+    pub(crate) fn report(&self, at_least: u64) -> Option<(Traffic, Traffic)> {
+        let now = self.traffic();
+        let mut last = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        let delta = now.since(&last);
+        if at_least > 0 && delta.packets() < at_least {
+            return None;
+        }
+        *last = now;
+        Some((delta, now))
+    }
+
     pub(crate) fn json(&self) -> serde_json::Value {
+        let t = self.traffic();
         serde_json::json!({
-            "sent_packets": self.sent_packets.load(Ordering::Relaxed),
-            "sent_bytes": self.sent_bytes.load(Ordering::Relaxed),
-            "received_packets": self.received_packets.load(Ordering::Relaxed),
-            "received_bytes": self.received_bytes.load(Ordering::Relaxed),
+            "sent_packets": t.peer_tx_packets,
+            "sent_bytes": t.peer_tx_bytes,
+            "received_packets": t.peer_rx_packets,
+            "received_bytes": t.peer_rx_bytes,
+            "client": {"rcvp": t.client_rx_packets, "rcvb": t.client_rx_bytes,
+                       "sentp": t.client_tx_packets, "sentb": t.client_tx_bytes},
+            "bandwidth_dropped_packets": self.limited_packets.load(Ordering::Relaxed),
+            "bandwidth_dropped_bytes": self.limited_bytes.load(Ordering::Relaxed),
         })
     }
+}
+
+/// A token bucket of bytes per second; holds one second's worth.
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    pub(crate) fn new(bytes_per_sec: u64) -> Self {
+        let rate = bytes_per_sec as f64;
+        Self {
+            rate,
+            state: Mutex::new((rate, Instant::now())),
+        }
+    }
+
+    /// Takes `n` bytes if there are enough tokens.
+    pub(crate) fn take(&self, n: usize, now: Instant) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = &mut *st;
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+        *tokens = (*tokens + elapsed * self.rate).min(self.rate);
+        *last = now;
+        if *tokens >= n as f64 {
+            *tokens -= n as f64;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn refund(&self, n: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 = (st.0 + n as f64).min(self.rate);
+    }
+}
+
+/// Which way a packet goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    ToPeer,
+    ToClient,
+}
+
+/// One bucket per direction (coturn's max-bps treats input and output separately).
+#[derive(Debug)]
+pub(crate) struct Buckets {
+    to_peer: Bucket,
+    to_client: Bucket,
+}
+
+impl Buckets {
+    /// None when `bytes_per_sec` is 0 (unlimited).
+    pub(crate) fn new(bytes_per_sec: u64) -> Option<Self> {
+        (bytes_per_sec > 0).then(|| Self {
+            to_peer: Bucket::new(bytes_per_sec),
+            to_client: Bucket::new(bytes_per_sec),
+        })
+    }
+
+    fn get(&self, d: Direction) -> &Bucket {
+        match d {
+            Direction::ToPeer => &self.to_peer,
+            Direction::ToClient => &self.to_client,
+        }
+    }
+}
+
+/// What the allocations of one user share: their count (user quota) and the user-wide bandwidth.
+#[derive(Debug)]
+pub(crate) struct UserEntry {
+    pub(crate) allocations: std::sync::atomic::AtomicUsize,
+    pub(crate) buckets: Option<Buckets>,
 }
 
 /// Permissions and channel bindings of one allocation (its own small lock, never a global one).
@@ -207,15 +345,31 @@ pub(crate) struct Allocation {
     /// The Allocate transaction, so a retransmission gets the same answer (RFC 8656 §7.2).
     pub(crate) allocate_tid: TransactionId,
     pub(crate) created: Instant,
+    /// The name quotas and user limits count under (a REST username without its expiry).
+    pub(crate) account: String,
+    /// Shared with the user's other allocations.
+    pub(crate) user: Arc<UserEntry>,
+    /// This allocation's own bandwidth limit.
+    pub(crate) bandwidth: Option<Buckets>,
+    /// TLS version and cipher of the client connection (OpenSSL names).
+    pub(crate) tls: Option<Arc<(String, String)>>,
+}
+
+/// Who the allocation is for and what it may use (the parts of [`Allocation::new`] decided at Allocate).
+pub(crate) struct Owner {
+    pub(crate) username: String,
+    pub(crate) realm: String,
+    pub(crate) account: String,
+    pub(crate) user: Arc<UserEntry>,
+    pub(crate) bandwidth: Option<Buckets>,
+    pub(crate) tls: Option<Arc<(String, String)>>,
 }
 
 impl Allocation {
-    #[allow(clippy::too_many_arguments)] // one constructor, called once, with named fields at the call site
     pub(crate) fn new(
         id: u64,
         tuple: FiveTuple,
-        username: String,
-        realm: String,
+        owner: Owner,
         relays: Vec<Relay>,
         lifetime: Duration,
         sink: ClientSink,
@@ -225,8 +379,8 @@ impl Allocation {
         Self {
             id,
             tuple,
-            username,
-            realm,
+            username: owner.username,
+            realm: owner.realm,
             relays,
             expires_at: Mutex::new(now + lifetime),
             peers: Mutex::new(Peers::default()),
@@ -235,6 +389,50 @@ impl Allocation {
             cancel: CancellationToken::new(),
             allocate_tid,
             created: now,
+            account: owner.account,
+            user: owner.user,
+            bandwidth: owner.bandwidth,
+            tls: owner.tls,
+        }
+    }
+
+    /// May `n` bytes go `dir` within this allocation's and its user's bandwidth? Counted when not.
+    pub(crate) fn admit(&self, dir: Direction, n: usize) -> bool {
+        if self.bandwidth.is_none() && self.user.buckets.is_none() {
+            return true;
+        }
+        let now = Instant::now();
+        let own = self.bandwidth.as_ref().map(|b| b.get(dir));
+        if let Some(b) = own
+            && !b.take(n, now)
+        {
+            self.counters.limited(n);
+            return false;
+        }
+        if let Some(b) = self.user.buckets.as_ref().map(|b| b.get(dir))
+            && !b.take(n, now)
+        {
+            if let Some(o) = own {
+                o.refund(n);
+            }
+            self.counters.limited(n);
+            return false;
+        }
+        true
+    }
+
+    /// The allocation as observers see it.
+    pub(crate) fn info(&self) -> AllocationInfo {
+        AllocationInfo {
+            id: self.id,
+            username: self.username.clone(),
+            realm: self.realm.clone(),
+            transport: self.tuple.transport,
+            client: self.tuple.client,
+            server: self.tuple.server,
+            relayed: self.relays.iter().map(|r| r.announced).collect(),
+            tls: self.tls.as_deref().cloned(),
+            age: self.created.elapsed(),
         }
     }
 

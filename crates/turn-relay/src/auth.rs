@@ -1,8 +1,9 @@
-//! Long-term credentials: where keys come from (static users, TURN REST API secrets, the database), and
-//! stateless nonces that expire (438 Stale Nonce).
+//! Long-term credentials: the built-in [`AuthProvider`]s (static users, TURN REST API secrets, the
+//! database), the chain they are asked in, and stateless nonces that expire (438 Stale Nonce).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -10,6 +11,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use rtcplane_storage::Storage;
 use sha1::Sha1;
 
+use crate::observer::{AuthDecision, AuthProvider, AuthRequest, Grant};
 use crate::stun::{LongTermKey, PasswordAlgorithm};
 use crate::users;
 
@@ -27,24 +29,21 @@ enum Secret {
     Md5Key(LongTermKey),
 }
 
-/// Where the relay finds keys.
+/// Realm, nonces, and the providers asked in turn for each user's keys.
 #[derive(Clone)]
 pub struct Credentials {
     realm: String,
-    users: HashMap<String, Secret>,
-    rest_secrets: Vec<String>,
-    database: Option<Storage>,
+    providers: Vec<Arc<dyn AuthProvider>>,
     nonce_key: [u8; 32],
     nonce_lifetime: Duration,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.providers.iter().map(|p| p.name()).collect();
         f.debug_struct("Credentials")
             .field("realm", &self.realm)
-            .field("static_users", &self.users.len())
-            .field("rest_secrets", &self.rest_secrets.len())
-            .field("database", &self.database.is_some())
+            .field("providers", &names)
             .finish_non_exhaustive()
     }
 }
@@ -65,8 +64,104 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Users of `turn.static_users` (coturn `user=`).
+struct StaticUsers {
+    users: HashMap<String, Secret>,
+}
+
+impl AuthProvider for StaticUsers {
+    fn name(&self) -> &'static str {
+        "static"
+    }
+
+    fn authenticate(&self, r: &AuthRequest<'_>) -> AuthDecision {
+        let key = match self.users.get(r.username) {
+            None => return AuthDecision::Unknown,
+            Some(Secret::Password(p)) => LongTermKey::derive(r.algorithm, r.username, r.realm, p),
+            Some(Secret::Md5Key(k)) if r.algorithm == PasswordAlgorithm::Md5 => k.clone(),
+            // An MD5 key cannot serve a SHA-256 client.
+            Some(Secret::Md5Key(_)) => return AuthDecision::NotAuthorized,
+        };
+        AuthDecision::Authorized(Grant {
+            keys: vec![key],
+            ..Grant::default()
+        })
+    }
+}
+
+/// TURN REST API usernames (`<expiry>:<user>`) signed with one of `turn.static_auth_secrets`.
+struct RestSecrets {
+    secrets: Vec<String>,
+}
+
+impl AuthProvider for RestSecrets {
+    fn name(&self) -> &'static str {
+        "rest_secret"
+    }
+
+    fn authenticate(&self, r: &AuthRequest<'_>) -> AuthDecision {
+        let Some(expiry) = rest_expiry(r.username) else {
+            return AuthDecision::Unknown;
+        };
+        if expiry < now_secs() {
+            return AuthDecision::NotAuthorized;
+        }
+        let keys = self
+            .secrets
+            .iter()
+            .map(|secret| {
+                LongTermKey::derive(
+                    r.algorithm,
+                    r.username,
+                    r.realm,
+                    &rest_password(secret, r.username),
+                )
+            })
+            .collect();
+        AuthDecision::Authorized(Grant {
+            keys,
+            ..Grant::default()
+        })
+    }
+}
+
+/// Users of the `turn_users` table (`rtcplane turn user add`).
+struct DatabaseUsers {
+    storage: Storage,
+}
+
+impl AuthProvider for DatabaseUsers {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    fn authenticate(&self, r: &AuthRequest<'_>) -> AuthDecision {
+        let (storage, realm, name, algorithm) = (
+            self.storage.clone(),
+            r.realm.to_owned(),
+            r.username.to_owned(),
+            r.algorithm,
+        );
+        AuthDecision::Deferred(Box::pin(async move {
+            match users::key(&storage, &realm, &name, algorithm).await {
+                Ok(Some(k)) => AuthDecision::Authorized(Grant {
+                    keys: vec![k],
+                    ..Grant::default()
+                }),
+                Ok(None) => AuthDecision::Unknown,
+                Err(e) => {
+                    tracing::warn!(error = %e, "turn: user lookup failed");
+                    AuthDecision::Unavailable
+                }
+            }
+        }))
+    }
+}
+
 impl Credentials {
-    /// Builds the sources; `static_users` entries are `name:password` or `name:0x<hex key>` (validated).
+    /// Builds the built-in sources, asked in this order: static users (`name:password` or
+    /// `name:0x<hex key>`, validated), TURN REST secrets, database users, then `extra` (the HTTP callout and
+    /// embedders' providers).
     pub fn new(
         realm: &str,
         static_users: &[String],
@@ -74,7 +169,7 @@ impl Credentials {
         database: Option<Storage>,
         nonce_lifetime: Duration,
     ) -> Self {
-        let users = static_users
+        let users: HashMap<String, Secret> = static_users
             .iter()
             .filter_map(|u| u.split_once(':'))
             .map(|(name, secret)| {
@@ -85,14 +180,35 @@ impl Credentials {
                 (name.to_owned(), s)
             })
             .collect();
+        let mut providers: Vec<Arc<dyn AuthProvider>> = Vec::new();
+        if !users.is_empty() {
+            providers.push(Arc::new(StaticUsers { users }));
+        }
+        if !rest_secrets.is_empty() {
+            providers.push(Arc::new(RestSecrets {
+                secrets: rest_secrets.to_vec(),
+            }));
+        }
+        if let Some(storage) = database {
+            providers.push(Arc::new(DatabaseUsers { storage }));
+        }
         Self {
             realm: realm.to_owned(),
-            users,
-            rest_secrets: rest_secrets.to_vec(),
-            database,
+            providers,
             nonce_key: rand::random(),
             nonce_lifetime,
         }
+    }
+
+    /// Adds providers: `first` are asked before the built-in ones, `last` after them.
+    pub fn with_providers(
+        mut self,
+        first: Vec<Arc<dyn AuthProvider>>,
+        last: Vec<Arc<dyn AuthProvider>>,
+    ) -> Self {
+        let builtin = std::mem::take(&mut self.providers);
+        self.providers = first.into_iter().chain(builtin).chain(last).collect();
+        self
     }
 
     /// The realm.
@@ -100,42 +216,34 @@ impl Credentials {
         &self.realm
     }
 
-    /// Candidate keys for `username` (several when REST secrets rotate); empty if the user is unknown or
-    /// its REST username has expired.
+    /// The providers, in the order they are asked.
+    pub(crate) fn providers(&self) -> &[Arc<dyn AuthProvider>] {
+        &self.providers
+    }
+
+    /// Candidate keys for `username` from every provider that knows it (tests).
+    #[cfg(test)]
     pub(crate) async fn keys(
         &self,
         username: &str,
         algorithm: PasswordAlgorithm,
     ) -> Vec<LongTermKey> {
+        let request = AuthRequest {
+            username,
+            realm: &self.realm,
+            algorithm,
+            method: "ALLOCATE",
+            client: std::net::SocketAddr::from(([192, 0, 2, 1], 5000)),
+            transport: crate::allocation::Transport::Udp,
+        };
         let mut out = Vec::new();
-        match self.users.get(username) {
-            Some(Secret::Password(p)) => {
-                out.push(LongTermKey::derive(algorithm, username, &self.realm, p))
+        for p in &self.providers {
+            let mut d = p.authenticate(&request);
+            if let AuthDecision::Deferred(f) = d {
+                d = f.await;
             }
-            Some(Secret::Md5Key(k)) if algorithm == PasswordAlgorithm::Md5 => out.push(k.clone()),
-            _ => {}
-        }
-        if !self.rest_secrets.is_empty()
-            && let Some(expiry) = rest_expiry(username)
-            && expiry >= now_secs()
-        {
-            for secret in &self.rest_secrets {
-                let password = rest_password(secret, username);
-                out.push(LongTermKey::derive(
-                    algorithm,
-                    username,
-                    &self.realm,
-                    &password,
-                ));
-            }
-        }
-        if out.is_empty()
-            && let Some(db) = &self.database
-        {
-            match users::key(db, &self.realm, username, algorithm).await {
-                Ok(Some(k)) => out.push(k),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "turn: user lookup failed"),
+            if let AuthDecision::Authorized(g) = d {
+                out.extend(g.keys);
             }
         }
         out

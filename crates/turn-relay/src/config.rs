@@ -48,6 +48,27 @@ pub struct Config {
     pub user_quota: u32,
     /// Concurrent allocations on this node (coturn `total-quota`); 0 = unlimited. Beyond it: 486.
     pub total_quota: u32,
+    /// Bytes per second an allocation may relay, each direction separately (coturn `max-bps`); 0 = unlimited.
+    /// Excess packets are dropped and counted.
+    pub max_bps: u64,
+    /// Bytes per second over all allocations of one user, each direction; 0 = unlimited.
+    pub user_max_bps: u64,
+    /// coturn's Redis statistics (coturn `redis-statsdb`): a `redis://` URL or coturn's
+    /// `ip=… port=… dbname=… password=…`; empty: off.
+    pub redis_statsdb: String,
+    /// Ask this URL who may allocate (POST JSON, see docs); empty: off. Asked after the other sources.
+    pub auth_callout_url: String,
+    /// Sent as `Authorization: Bearer …` to the callout URL; empty: none.
+    pub auth_callout_secret: String,
+    /// How long to wait for the callout before refusing (500).
+    #[serde(with = "humantime_serde")]
+    pub auth_callout_timeout: Duration,
+    /// How long a callout answer is reused for the same user.
+    #[serde(with = "humantime_serde")]
+    pub auth_callout_cache: Duration,
+    /// When the callout fails: `deny` (500 Server Error), or `stale` (reuse the user's last answer however
+    /// old, else deny).
+    pub auth_callout_on_error: String,
     /// API keys for `GET /api/v1/turn/credentials` on the public listener (header `X-API-Key` or
     /// `Authorization: Bearer`); empty: the endpoint is off. Needs `static_auth_secrets`.
     #[serde(deserialize_with = "string_list")]
@@ -103,6 +124,14 @@ impl Default for Config {
             static_auth_secrets: Vec::new(),
             user_quota: 0,
             total_quota: 0,
+            max_bps: 0,
+            user_max_bps: 0,
+            redis_statsdb: String::new(),
+            auth_callout_url: String::new(),
+            auth_callout_secret: String::new(),
+            auth_callout_timeout: Duration::from_secs(2),
+            auth_callout_cache: Duration::from_secs(30),
+            auth_callout_on_error: "deny".into(),
             rest_api_keys: Vec::new(),
             rest_ttl: Duration::from_secs(24 * 3600),
             rest_max_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -266,6 +295,36 @@ impl Config {
             return Err(err(
                 "max_lifetime",
                 "must be at least default_lifetime, which must be more than 0s",
+            ));
+        }
+        if !self.redis_statsdb.is_empty() {
+            crate::coturn_redis::url(&self.redis_statsdb).map_err(|m| err("redis_statsdb", m))?;
+        }
+        let callout = &self.auth_callout_url;
+        if !(callout.is_empty()
+            || callout.starts_with("http://")
+            || callout.starts_with("https://"))
+        {
+            return Err(err(
+                "auth_callout_url",
+                format!(
+                    "{:?} is not an http:// or https:// URL",
+                    self.auth_callout_url
+                ),
+            ));
+        }
+        if self.auth_callout_timeout < Duration::from_millis(10)
+            || self.auth_callout_timeout > Duration::from_secs(60)
+        {
+            return Err(err("auth_callout_timeout", "must be 10ms to 60s"));
+        }
+        if !matches!(self.auth_callout_on_error.as_str(), "deny" | "stale") {
+            return Err(err(
+                "auth_callout_on_error",
+                format!(
+                    "{:?}: expected \"deny\" or \"stale\"",
+                    self.auth_callout_on_error
+                ),
             ));
         }
         if self.nonce_lifetime < Duration::from_secs(1) {

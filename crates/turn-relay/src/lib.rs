@@ -1,17 +1,23 @@
 //! rtcplane's TURN relay subsystem: a coturn replacement speaking RFC 8656 TURN over RFC 8489 STUN.
 //!
 //! - [`stun`]: the pure codec (bytes in, values out, no I/O, no allocation while decoding).
-//! - [`start`]: binds the UDP and TCP listeners of [`Config`], then relays: long-term credentials (static
-//!   users, TURN REST API secrets, database users), stateless expiring nonces, allocations with permissions
-//!   and channels, the peer policy, and `turn.allocation.*` events on the bus.
+//! - [`start`]: binds the UDP, TCP and TLS listeners of [`Config`], then relays: long-term credentials
+//!   from a chain of [`AuthProvider`]s (static users, TURN REST API secrets, database users, an HTTP
+//!   callout, an embedder's own), stateless expiring nonces, allocations with permissions and channels,
+//!   quotas and bandwidth limits (with per-user overrides), the peer policy; [`Observer`]s hear every
+//!   allocation (the event bus, coturn's Redis statistics, an embedder's own).
+//! - The HTTP surface: TURN REST API credentials (public), allocations and users (admin).
 //!
-//! Not here yet: RFC 6062 TCP relays, coturn's Redis statistics, quotas, the HTTP API.
+//! Not here yet: RFC 6062 TCP relays.
 
 mod allocation;
 mod auth;
+mod callout;
 mod config;
+mod coturn_redis;
 mod http;
 mod metrics;
+pub mod observer;
 mod policy;
 mod server;
 pub mod stun;
@@ -31,6 +37,9 @@ use tokio_util::task::TaskTracker;
 pub use allocation::{FiveTuple, Transport};
 pub use auth::rest_password;
 pub use config::{Config, ConfigError};
+pub use observer::{
+    AllocationInfo, AuthDecision, AuthProvider, AuthRequest, Grant, GrantLimits, Observer, Traffic,
+};
 pub use policy::{IpRange, PeerPolicy};
 
 /// Why the relay could not start.
@@ -171,6 +180,24 @@ async fn bind_streams(
     Ok((bound, listeners))
 }
 
+/// What an embedding application adds to the relay.
+#[derive(Default)]
+pub struct Extensions {
+    /// Asked before the built-in credential sources.
+    pub auth_providers: Vec<Arc<dyn AuthProvider>>,
+    /// Told about every allocation, after the built-in observers.
+    pub observers: Vec<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extensions")
+            .field("auth_providers", &self.auth_providers.len())
+            .field("observers", &self.observers.len())
+            .finish()
+    }
+}
+
 /// Binds the listeners and starts relaying until `shutdown`. Tasks are tracked by `tasks`.
 pub async fn start(
     config: Config,
@@ -179,6 +206,18 @@ pub async fn start(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) -> Result<Turn, StartError> {
+    start_with(config, bus, storage, shutdown, tasks, Extensions::default()).await
+}
+
+/// [`start`], with an application's own auth providers and observers.
+pub async fn start_with(
+    config: Config,
+    bus: &Bus,
+    storage: &Storage,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    extensions: Extensions,
+) -> Result<Turn, StartError> {
     config.validate()?;
     let tls = if config.listen_tls.is_empty() {
         None
@@ -186,13 +225,47 @@ pub async fn start(
         Some(tls::acceptor(&config.tls_cert, &config.tls_key)?)
     };
     metrics::describe();
+    let mut last: Vec<Arc<dyn AuthProvider>> = Vec::new();
+    if !config.auth_callout_url.is_empty() {
+        let callout = callout::Callout::new(
+            &config.auth_callout_url,
+            &config.auth_callout_secret,
+            config.auth_callout_timeout,
+            config.auth_callout_cache,
+            config.auth_callout_on_error == "stale",
+        )
+        .map_err(|message| ConfigError {
+            key: "auth_callout_url",
+            message,
+        })?;
+        last.push(Arc::new(callout));
+    }
     let creds = auth::Credentials::new(
         &config.realm,
         &config.static_users,
         &config.static_auth_secrets,
         config.database_users.then(|| storage.clone()),
         config.nonce_lifetime,
-    );
+    )
+    .with_providers(extensions.auth_providers, last);
+    let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(observer::BusObserver {
+        events: bus.publisher("turn"),
+    })];
+    if !config.redis_statsdb.is_empty() {
+        let url = coturn_redis::url(&config.redis_statsdb).map_err(|message| ConfigError {
+            key: "redis_statsdb",
+            message,
+        })?;
+        let stats =
+            coturn_redis::StatsDb::start(&url, shutdown.clone(), &tasks).map_err(|message| {
+                ConfigError {
+                    key: "redis_statsdb",
+                    message,
+                }
+            })?;
+        observers.push(Arc::new(stats));
+    }
+    observers.extend(extensions.observers);
     let policy = PeerPolicy::new(
         config.allow_loopback_peers,
         &config.allowed_peer_ip,
@@ -215,13 +288,18 @@ pub async fn start(
         software: config.software.clone(),
         user_quota: config.user_quota as usize,
         total_quota: config.total_quota as usize,
+        max_bps: config.max_bps,
+        user_max_bps: config.user_max_bps,
+        // A deferred answer never waits longer than the callout's own timeout (plus a margin), nor 10 s.
+        auth_timeout: (config.auth_callout_timeout + Duration::from_millis(500))
+            .max(Duration::from_secs(10)),
     };
     let server = Arc::new(server::Server::new(
         creds,
         policy,
         relay.clone(),
         limits,
-        bus.publisher("turn"),
+        observers,
         tasks.clone(),
         shutdown.clone(),
     ));
@@ -254,11 +332,19 @@ pub async fn start(
     }
     let sweeper = server.clone();
     tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n = 0_u64;
         loop {
             tokio::select! {
                 () = sweeper.shutdown.cancelled() => return,
-                _ = tick.tick() => sweeper.sweep_reservations(),
+                _ = tick.tick() => {
+                    sweeper.report_traffic();
+                    n += 1;
+                    if n.is_multiple_of(5) {
+                        sweeper.sweep_reservations();
+                    }
+                }
             }
         }
     });

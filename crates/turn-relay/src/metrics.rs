@@ -14,6 +14,12 @@ const DROPPED: &str = "rtcplane_turn_packets_dropped_total";
 const PACKETS: &str = "rtcplane_turn_relayed_packets_total";
 const BYTES: &str = "rtcplane_turn_relayed_bytes_total";
 const FAST_PATH: &str = "rtcplane_turn_fast_path_packets_total";
+const QUOTA_REJECTIONS: &str = "rtcplane_turn_quota_rejections_total";
+const BANDWIDTH_DROPPED: &str = "rtcplane_turn_bandwidth_dropped_bytes_total";
+const CALLOUT_ERRORS: &str = "rtcplane_turn_auth_callout_errors_total";
+pub(crate) const REDIS_DROPPED: &str = "rtcplane_turn_redis_events_dropped_total";
+pub(crate) const REDIS_WRITTEN: &str = "rtcplane_turn_redis_events_written_total";
+pub(crate) const REDIS_CONNECTED: &str = "rtcplane_turn_redis_connected";
 
 pub(crate) fn describe() {
     metrics::describe_gauge!(ALLOCATIONS, "Active TURN allocations.");
@@ -47,7 +53,51 @@ pub(crate) fn describe() {
         FAST_PATH,
         "Packets delivered in process from one local allocation to another (no relayed sockets crossed)."
     );
+    metrics::describe_counter!(
+        QUOTA_REJECTIONS,
+        "Allocations refused with 486, by scope (user, total, provider)."
+    );
+    metrics::describe_counter!(
+        BANDWIDTH_DROPPED,
+        metrics::Unit::Bytes,
+        "Application bytes dropped for exceeding max_bps or user_max_bps (the packets count under packets_dropped_total{reason=bandwidth})."
+    );
+    metrics::describe_counter!(
+        CALLOUT_ERRORS,
+        "HTTP auth callouts that failed (timeout, connection error, unexpected status or body)."
+    );
+    metrics::describe_counter!(
+        REDIS_DROPPED,
+        "coturn Redis statistics commands dropped (Redis down or the queue full)."
+    );
+    metrics::describe_counter!(REDIS_WRITTEN, "coturn Redis statistics commands written.");
+    metrics::describe_gauge!(
+        REDIS_CONNECTED,
+        "1 while the coturn Redis statistics connection is up."
+    );
     metrics::gauge!(ALLOCATIONS).set(0.0);
+}
+
+pub(crate) fn quota_rejected(scope: &'static str) {
+    metrics::counter!(QUOTA_REJECTIONS, "scope" => scope).increment(1);
+}
+
+pub(crate) fn callout_error() {
+    metrics::counter!(CALLOUT_ERRORS).increment(1);
+}
+
+/// A packet over a bandwidth limit (handles registered once: this runs per dropped packet).
+pub(crate) fn bandwidth_dropped(bytes: usize) {
+    static HANDLES: std::sync::OnceLock<(metrics::Counter, metrics::Counter)> =
+        std::sync::OnceLock::new();
+    let (packets, total) = HANDLES.get_or_init(|| {
+        (
+            metrics::counter!(DROPPED, "reason" => "bandwidth"),
+            metrics::counter!(BANDWIDTH_DROPPED),
+        )
+    });
+    packets.increment(1);
+    total.increment(bytes as u64);
 }
 
 pub(crate) fn allocation_created(now: usize) {

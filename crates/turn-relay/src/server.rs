@@ -14,17 +14,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use rtcplane_event_bus::Publisher;
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::allocation::{Allocation, ClientSink, FiveTuple, Relay, Transport};
+use crate::allocation::{
+    Allocation, Buckets, ClientSink, Direction, FiveTuple, Owner, Relay, Transport, UserEntry,
+};
 use crate::auth::{self, Credentials, NonceCheck};
 use crate::metrics as m;
+use crate::observer::{AuthDecision, AuthRequest, GrantLimits, Observer};
 use crate::policy::PeerPolicy;
 use crate::stun::{
     ChannelData, Class, DecodeError, Encoder, ErrorCode, IntegrityError, IntegrityKind,
@@ -54,7 +55,16 @@ pub(crate) struct Limits {
     pub(crate) user_quota: usize,
     /// Concurrent allocations on this node; 0 = unlimited.
     pub(crate) total_quota: usize,
+    /// Bytes per second per allocation, each direction; 0 = unlimited.
+    pub(crate) max_bps: u64,
+    /// Bytes per second over a user's allocations, each direction; 0 = unlimited.
+    pub(crate) user_max_bps: u64,
+    /// Longest wait for a deferred authentication answer.
+    pub(crate) auth_timeout: Duration,
 }
+
+/// coturn publishes an allocation's traffic every 4096 packets.
+pub(crate) const TRAFFIC_REPORT_PACKETS: u64 = 4096;
 
 /// Shared state of the relay.
 pub(crate) struct Server {
@@ -63,7 +73,11 @@ pub(crate) struct Server {
     pub(crate) relay: RelaySettings,
     pub(crate) limits: Limits,
     pub(crate) allocations: DashMap<FiveTuple, Arc<Allocation>>,
-    pub(crate) events: Publisher,
+    observers: Vec<Arc<dyn Observer>>,
+    /// Per-account allocation counts and user-wide bandwidth.
+    users: DashMap<String, Arc<UserEntry>>,
+    /// Per-user overrides from the database, by (realm, name).
+    overrides: std::sync::RwLock<std::collections::HashMap<(String, String), GrantLimits>>,
     data_metrics: m::DataPath,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
@@ -79,12 +93,45 @@ pub(crate) struct Server {
 pub(crate) struct Client {
     pub(crate) tuple: FiveTuple,
     pub(crate) sink: ClientSink,
+    /// TLS version and cipher (OpenSSL names) of a TLS client.
+    pub(crate) tls: Option<Arc<(String, String)>>,
 }
 
 struct Authed {
     username: String,
     key: LongTermKey,
     kind: IntegrityKind,
+    /// Limits the provider decided, if any.
+    limits: GrantLimits,
+}
+
+/// The name quotas and per-user limits count under: a TURN REST username `<expiry>:<user>` counts as
+/// `<user>` (each credential has a new username), any other as itself.
+pub(crate) fn account(username: &str) -> &str {
+    match username.split_once(':') {
+        Some((ts, user))
+            if !ts.is_empty() && ts.bytes().all(|b| b.is_ascii_digit()) && !user.is_empty() =>
+        {
+            user
+        }
+        _ => username,
+    }
+}
+
+/// Holds one allocation of an account's quota until the allocation exists (or gives it back).
+struct QuotaSlot<'a> {
+    server: &'a Server,
+    account: String,
+    entry: Arc<UserEntry>,
+    armed: bool,
+}
+
+impl Drop for QuotaSlot<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.server.release(&self.account, &self.entry);
+        }
+    }
 }
 
 impl Server {
@@ -93,7 +140,7 @@ impl Server {
         policy: PeerPolicy,
         relay: RelaySettings,
         limits: Limits,
-        events: Publisher,
+        observers: Vec<Arc<dyn Observer>>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
@@ -103,7 +150,9 @@ impl Server {
             policy,
             limits,
             allocations: DashMap::new(),
-            events,
+            observers,
+            users: DashMap::new(),
+            overrides: std::sync::RwLock::new(std::collections::HashMap::new()),
             data_metrics: m::DataPath::new(),
             tasks,
             shutdown,
@@ -148,6 +197,7 @@ impl Server {
                     socket: socket.clone(),
                     client: from,
                 },
+                tls: None,
             };
             self.clone().on_message(&buf[..n], client).await;
         }
@@ -175,6 +225,8 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
+            // The address this connection reached (the listener's may be a wildcard).
+            let local = stream.local_addr().unwrap_or(local);
             let server = self.clone();
             match &tls {
                 None => {
@@ -185,7 +237,7 @@ impl Server {
                         transport: Transport::Tcp,
                     };
                     self.tasks
-                        .spawn(server.run_stream(read, Box::new(write), tuple));
+                        .spawn(server.run_stream(read, Box::new(write), tuple, None));
                 }
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
@@ -193,9 +245,10 @@ impl Server {
                         // A client that never finishes the handshake must not hold a task forever.
                         match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                             Ok(Ok(tls_stream)) => {
+                                let names = crate::tls::session_names(tls_stream.get_ref().1).map(Arc::new);
                                 let (read, write) = tokio::io::split(tls_stream);
                                 let tuple = FiveTuple { client: from, server: local, transport: Transport::Tls };
-                                server.run_stream(read, Box::new(write), tuple).await;
+                                server.run_stream(read, Box::new(write), tuple, names).await;
                             }
                             Ok(Err(e)) => {
                                 m::dropped("tls_handshake");
@@ -215,9 +268,10 @@ impl Server {
         mut read: R,
         write: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
         tuple: FiveTuple,
+        tls: Option<Arc<(String, String)>>,
     ) {
         let sink = ClientSink::Stream(Arc::new(tokio::sync::Mutex::new(write)));
-        let client = Client { tuple, sink };
+        let client = Client { tuple, sink, tls };
         let mut buf = vec![0_u8; MAX_DATAGRAM + 8];
         let mut filled = 0;
         'conn: loop {
@@ -242,8 +296,8 @@ impl Server {
             filled += n;
         }
         // RFC 8656 §5: a stream's allocation ends with its connection.
-        if let Some((_, alloc)) = self.allocations.remove(&tuple) {
-            alloc.cancel.cancel();
+        if let Some(alloc) = self.allocations.get(&tuple).map(|a| a.clone()) {
+            self.delete(&alloc, "closed");
         }
     }
 
@@ -263,7 +317,7 @@ impl Server {
         }
         match Message::decode(pkt) {
             Ok(msg) if msg.class == Class::Indication && msg.method == Method::SEND => {
-                self.send_indication(&msg, &client.tuple);
+                self.send_indication(&msg, pkt.len(), &client.tuple);
             }
             Ok(msg) if msg.class == Class::Request => {
                 if client.sink.is_stream() {
@@ -302,6 +356,15 @@ impl Server {
         let started = Instant::now();
         let method = msg.method;
         let resp = self.handle_request(msg, client).await;
+        // coturn's client-side traffic counts control messages too.
+        if method != Method::BINDING
+            && let Some(alloc) = self.allocations.get(&client.tuple)
+        {
+            alloc.counters.client_rx(msg.raw_len());
+            if let Some(r) = &resp {
+                alloc.counters.client_tx(r.len());
+            }
+        }
         let ok = resp.as_deref().is_some_and(|r| {
             r.len() >= 2
                 && crate::stun::split_message_type(u16::from_be_bytes([r[0], r[1]])).1
@@ -462,20 +525,58 @@ impl Server {
             }
             Err(_) => return Err(self.error(msg, ErrorCode::BAD_REQUEST, None, |_| {})),
         };
-        let keys = self.creds.keys(username, algorithm).await;
-        for key in keys {
-            match msg.verify_integrity(key.as_bytes()) {
-                Ok(kind) => {
-                    return Ok(Authed {
-                        username: username.to_owned(),
-                        key,
-                        kind,
-                    });
+        let request = AuthRequest {
+            username,
+            realm,
+            algorithm,
+            method: msg.method.name().unwrap_or("OTHER"),
+            client: client.tuple.client,
+            transport: client.tuple.transport,
+        };
+        for provider in self.creds.providers() {
+            let mut decision = provider.authenticate(&request);
+            if let AuthDecision::Deferred(answer) = decision {
+                decision = tokio::time::timeout(self.limits.auth_timeout, answer)
+                    .await
+                    .unwrap_or(AuthDecision::Unavailable);
+            }
+            match decision {
+                AuthDecision::Unknown | AuthDecision::Deferred(_) => {}
+                AuthDecision::Authorized(grant) => {
+                    for key in grant.keys {
+                        match msg.verify_integrity(key.as_bytes()) {
+                            Ok(kind) => {
+                                return Ok(Authed {
+                                    username: username.to_owned(),
+                                    key,
+                                    kind,
+                                    limits: grant.limits,
+                                });
+                            }
+                            Err(IntegrityError::Mismatch) => {}
+                            Err(e) => {
+                                tracing::debug!(error = %e, "turn: integrity attribute malformed");
+                                return Err(self.error(msg, ErrorCode::BAD_REQUEST, None, |_| {}));
+                            }
+                        }
+                    }
                 }
-                Err(IntegrityError::Mismatch) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "turn: integrity attribute malformed");
-                    return Err(self.error(msg, ErrorCode::BAD_REQUEST, None, |_| {}));
+                AuthDecision::NotAuthorized => {
+                    m::auth_failure("not_authorized");
+                    return Err(self.challenge(msg, client, ErrorCode::UNAUTHENTICATED));
+                }
+                AuthDecision::QuotaReached => {
+                    m::auth_failure("quota");
+                    m::quota_rejected("provider");
+                    return Err(self.error(msg, ErrorCode::ALLOCATION_QUOTA_REACHED, None, |_| {}));
+                }
+                AuthDecision::Unavailable => {
+                    m::auth_failure("provider_unavailable");
+                    tracing::warn!(
+                        provider = provider.name(),
+                        "turn: authentication unavailable; refusing (500)"
+                    );
+                    return Err(self.error(msg, ErrorCode::SERVER_ERROR, None, |_| {}));
                 }
             }
         }
@@ -515,6 +616,7 @@ impl Server {
         }
         // Quotas (coturn total-quota / user-quota): 486 Allocation Quota Reached.
         if self.limits.total_quota > 0 && self.allocations.len() >= self.limits.total_quota {
+            m::quota_rejected("total");
             return self.error(
                 msg,
                 ErrorCode::ALLOCATION_QUOTA_REACHED,
@@ -522,22 +624,16 @@ impl Server {
                 |_| {},
             );
         }
-        if self.limits.user_quota > 0
-            && self
-                .allocations
-                .iter()
-                .filter(|a| a.username == auth.username)
-                .take(self.limits.user_quota)
-                .count()
-                >= self.limits.user_quota
-        {
+        let (quota, max_bps, user_max_bps) = self.effective_limits(&auth);
+        let Some(mut slot) = self.reserve(account(&auth.username), quota, user_max_bps) else {
+            m::quota_rejected("user");
             return self.error(
                 msg,
                 ErrorCode::ALLOCATION_QUOTA_REACHED,
                 Some(&auth),
                 |_| {},
             );
-        }
+        };
         if msg.dont_fragment() {
             // We cannot set DF on relayed datagrams without unsafe socket options: RFC 8656 §7.2 says to
             // answer as for an unknown comprehension-required attribute.
@@ -635,11 +731,18 @@ impl Server {
         }
 
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let owner = Owner {
+            username: auth.username.clone(),
+            realm: self.creds.realm().to_owned(),
+            account: slot.account.clone(),
+            user: slot.entry.clone(),
+            bandwidth: Buckets::new(max_bps),
+            tls: client.tls.clone(),
+        };
         let alloc = Arc::new(Allocation::new(
             id,
             client.tuple,
-            auth.username.clone(),
-            self.creds.realm().to_owned(),
+            owner,
             relays,
             lifetime,
             client.sink.clone(),
@@ -654,6 +757,7 @@ impl Server {
                 v.insert(alloc.clone());
             }
         }
+        slot.armed = false; // the allocation holds it now; `delete` gives it back
         for (i, r) in alloc.relays.iter().enumerate() {
             self.by_relayed.insert(r.announced, Arc::downgrade(&alloc));
             self.tasks.spawn(self.clone().relay_loop(alloc.clone(), i));
@@ -666,16 +770,10 @@ impl Server {
             .map(|r| r.announced.to_string())
             .collect();
         tracing::info!(id, user = %alloc.username, client = %client.tuple.client, relayed = ?relayed, lifetime = lifetime.as_secs(), "turn: allocation created");
-        let _ = self.events.publish(
-            "turn.allocation.created",
-            Some(id.to_string()),
-            json!({
-                "id": id.to_string(), "user": alloc.username, "realm": alloc.realm,
-                "transport": client.tuple.transport.as_str(),
-                "client": client.tuple.client.to_string(), "server": client.tuple.server.to_string(),
-                "relayed": relayed, "lifetime": lifetime.as_secs(),
-            }),
-        );
+        let info = alloc.info();
+        for o in &self.observers {
+            o.allocation_created(&info, lifetime);
+        }
         self.allocate_success(msg, client, &alloc, reserved_token, v6_error, &auth)
     }
 
@@ -756,15 +854,17 @@ impl Server {
         let resp = self.success(msg, &auth, |e| {
             e.lifetime(lifetime.as_secs() as u32);
         });
+        let info = alloc.info();
+        for o in &self.observers {
+            o.allocation_refreshed(&info, lifetime);
+        }
         if lifetime.is_zero() {
+            // Counted here: the allocation is gone by the time `request` would count the exchange.
+            alloc.counters.client_rx(msg.raw_len());
+            alloc.counters.client_tx(resp.len());
             self.delete(&alloc, "refresh");
         } else {
             alloc.refresh(lifetime);
-            let _ = self.events.publish(
-                "turn.allocation.refreshed",
-                Some(alloc.id.to_string()),
-                json!({"id": alloc.id.to_string(), "user": alloc.username, "realm": alloc.realm, "lifetime": lifetime.as_secs()}),
-            );
         }
         resp
     }
@@ -845,10 +945,11 @@ impl Server {
 
     // ---------------------------------------------------------------- data path
 
-    fn send_indication(&self, msg: &Message<'_>, tuple: &FiveTuple) {
+    fn send_indication(&self, msg: &Message<'_>, len: usize, tuple: &FiveTuple) {
         let Some(alloc) = self.allocations.get(tuple).map(|a| a.clone()) else {
             return;
         };
+        alloc.counters.client_rx(len);
         let (Ok(Some(peer)), Some(data)) = (msg.xor_address(attr::XOR_PEER_ADDRESS), msg.data())
         else {
             m::dropped("bad_send");
@@ -869,6 +970,7 @@ impl Server {
         let Some(alloc) = self.allocations.get(tuple).map(|a| a.clone()) else {
             return;
         };
+        alloc.counters.client_rx(pkt.len());
         let now = Instant::now();
         let Some(peer) = alloc.with_peers(|st| {
             st.peer_of(cd.channel, now)
@@ -884,6 +986,10 @@ impl Server {
         let Some(relay) = alloc.relay_for(peer) else {
             return;
         };
+        if !alloc.admit(Direction::ToPeer, data.len()) {
+            m::bandwidth_dropped(data.len());
+            return;
+        }
         if self.to_local_allocation(alloc, relay.announced, peer, data) {
             return;
         }
@@ -908,11 +1014,16 @@ impl Server {
                 () = alloc.cancel.cancelled() => return,
                 r = socket.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
             };
+            if !alloc.admit(Direction::ToClient, n) {
+                m::bandwidth_dropped(n);
+                continue;
+            }
             if !frame_for_client(&alloc, peer, &buf[..n], stream, &mut out) {
                 continue;
             }
             if alloc.sink.send(&out).await.is_ok() {
                 alloc.counters.received(n);
+                alloc.counters.client_tx(out.len());
                 self.data_metrics.to_client(n);
             }
         }
@@ -938,9 +1049,17 @@ impl Server {
         };
         from.counters.sent(data.len());
         self.data_metrics.to_peer(data.len());
+        if !target.admit(Direction::ToClient, data.len()) {
+            m::bandwidth_dropped(data.len());
+            return true;
+        }
         let delivered = LOCAL_OUT.with_borrow_mut(|out| {
-            frame_for_client(&target, source, data, false, out)
-                && socket.try_send_to(out, *client).is_ok()
+            let sent = frame_for_client(&target, source, data, false, out)
+                && socket.try_send_to(out, *client).is_ok();
+            if sent {
+                target.counters.client_tx(out.len());
+            }
+            sent
         });
         if delivered {
             target.counters.received(data.len());
@@ -1035,18 +1154,114 @@ impl Server {
         if !removed {
             return;
         }
+        self.release(&alloc.account, &alloc.user);
         m::allocation_deleted(self.allocations.len());
         tracing::info!(id = alloc.id, user = %alloc.username, reason, "turn: allocation deleted");
-        let _ = self.events.publish(
-            "turn.allocation.deleted",
-            Some(alloc.id.to_string()),
-            json!({
-                "id": alloc.id.to_string(), "user": alloc.username, "realm": alloc.realm, "reason": reason,
-                "client": alloc.tuple.client.to_string(),
-                "duration_secs": alloc.created.elapsed().as_secs(),
-                "totals": alloc.counters.json(),
-            }),
-        );
+        let (last, totals) = alloc
+            .counters
+            .report(0)
+            .unwrap_or_else(|| (Default::default(), alloc.counters.traffic()));
+        let info = alloc.info();
+        for o in &self.observers {
+            o.allocation_removed(&info, reason, &last, &totals);
+        }
+    }
+
+    /// Reports the traffic of allocations that moved 4096 packets or more since their last report.
+    pub(crate) fn report_traffic(&self) {
+        let due: Vec<(Arc<Allocation>, crate::observer::Traffic)> = self
+            .allocations
+            .iter()
+            .filter_map(|a| {
+                a.counters
+                    .report(TRAFFIC_REPORT_PACKETS)
+                    .map(|(delta, _)| (a.value().clone(), delta))
+            })
+            .collect();
+        for (alloc, delta) in due {
+            let info = alloc.info();
+            for o in &self.observers {
+                o.traffic(&info, &delta);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- quotas and limits
+
+    /// Replaces the per-user overrides (from the database).
+    #[allow(dead_code)] // wired to the database reload with the overrides table
+    pub(crate) fn set_overrides(
+        &self,
+        map: std::collections::HashMap<(String, String), GrantLimits>,
+    ) {
+        if let Ok(mut o) = self.overrides.write() {
+            *o = map;
+        }
+    }
+
+    /// Quota, per-allocation and per-user bandwidth for an authenticated user: what its provider said,
+    /// else its database override, else the configuration.
+    fn effective_limits(&self, auth: &Authed) -> (usize, u64, u64) {
+        let stored = self
+            .overrides
+            .read()
+            .ok()
+            .and_then(|o| {
+                o.get(&(
+                    self.creds.realm().to_owned(),
+                    account(&auth.username).to_owned(),
+                ))
+                .copied()
+            })
+            .unwrap_or_default();
+        let quota = auth
+            .limits
+            .quota
+            .or(stored.quota)
+            .map_or(self.limits.user_quota, |q| q as usize);
+        let max_bps = auth
+            .limits
+            .max_bps
+            .or(stored.max_bps)
+            .unwrap_or(self.limits.max_bps);
+        let user_max_bps = auth
+            .limits
+            .user_max_bps
+            .or(stored.user_max_bps)
+            .unwrap_or(self.limits.user_max_bps);
+        (quota, max_bps, user_max_bps)
+    }
+
+    /// Counts one more allocation for `account` unless that exceeds `quota` (0 = unlimited).
+    fn reserve(&self, account: &str, quota: usize, user_max_bps: u64) -> Option<QuotaSlot<'_>> {
+        // The count moves under the map entry's lock, so `release` cannot remove an entry being joined.
+        let (entry, before) = {
+            let guard = self.users.entry(account.to_owned()).or_insert_with(|| {
+                Arc::new(UserEntry {
+                    allocations: std::sync::atomic::AtomicUsize::new(0),
+                    buckets: Buckets::new(user_max_bps),
+                })
+            });
+            let before = guard.allocations.fetch_add(1, Ordering::SeqCst);
+            (Arc::clone(&guard), before)
+        };
+        let slot = QuotaSlot {
+            server: self,
+            account: account.to_owned(),
+            entry,
+            armed: true,
+        };
+        if quota > 0 && before >= quota {
+            return None; // dropping the slot gives it back
+        }
+        Some(slot)
+    }
+
+    fn release(&self, account: &str, entry: &Arc<UserEntry>) {
+        entry.allocations.fetch_sub(1, Ordering::SeqCst);
+        self.users.remove_if(account, |_, e| {
+            Arc::ptr_eq(e, entry) && e.allocations.load(Ordering::SeqCst) == 0
+        });
     }
 
     // ---------------------------------------------------------------- relay ports

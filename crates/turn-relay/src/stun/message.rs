@@ -93,6 +93,11 @@ impl<'a> Message<'a> {
         buf.len() >= HEADER_LEN && buf[0] & 0xC0 == 0 && be32(buf, 4) == MAGIC_COOKIE
     }
 
+    /// Length of the whole message in bytes (header included).
+    pub fn raw_len(&self) -> usize {
+        self.raw.len()
+    }
+
     /// Decodes a whole message (exactly one: the length must match `buf`). Verifies FINGERPRINT if present.
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
         if buf.len() < HEADER_LEN {
