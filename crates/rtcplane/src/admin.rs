@@ -44,9 +44,60 @@ pub(crate) async fn turn(config: &Config, command: TurnCommand) -> anyhow::Resul
             }
             Ok(())
         }
+        TurnUserCommand::Limit {
+            name,
+            quota,
+            max_bps,
+            user_max_bps,
+            clear,
+            realm,
+        } => {
+            let realm = realm.unwrap_or_else(|| config.turn.realm.clone());
+            if clear {
+                if rtcplane_turn_relay::users::delete_limits(&storage, &realm, &name).await? {
+                    writeln!(out, "cleared the limits of {name} in realm {realm}")?;
+                    Ok(())
+                } else {
+                    bail!("no limits for {name} in realm {realm}")
+                }
+            } else {
+                let limits = rtcplane_turn_relay::users::UserLimits {
+                    quota,
+                    max_bps,
+                    user_max_bps,
+                };
+                if limits == rtcplane_turn_relay::users::UserLimits::default() {
+                    bail!("give --quota, --max-bps or --user-max-bps (or --clear)");
+                }
+                rtcplane_turn_relay::users::set_limits(&storage, &realm, &name, &limits).await?;
+                writeln!(
+                    out,
+                    "limits of {name} in realm {realm}: {}",
+                    show_limits(&limits)
+                )?;
+                Ok(())
+            }
+        }
+        TurnUserCommand::Limits { realm } => {
+            for l in rtcplane_turn_relay::users::list_limits(&storage, realm.as_deref()).await? {
+                writeln!(out, "{}\t{}\t{}", l.realm, l.name, show_limits(&l.limits))?;
+            }
+            Ok(())
+        }
     };
     storage.close().await;
     result
+}
+
+/// `quota=2 max_bps=- user_max_bps=0` (`-`: the configured value).
+fn show_limits(l: &rtcplane_turn_relay::users::UserLimits) -> String {
+    let v = |x: Option<u64>| x.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    format!(
+        "quota={} max_bps={} user_max_bps={}",
+        v(l.quota.map(u64::from)),
+        v(l.max_bps),
+        v(l.user_max_bps)
+    )
 }
 
 /// `rtcplane hooks …`.

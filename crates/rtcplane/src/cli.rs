@@ -241,4 +241,32 @@ pub(crate) enum TurnUserCommand {
         #[arg(long, short = 'r')]
         realm: Option<String>,
     },
+    /// Override a user's limits (for a REST username `<expiry>:<user>`, give `<user>`); the relay picks
+    /// the change up within 10 s, for new allocations. 0 means unlimited; a flag not given keeps
+    /// `[turn]`'s value.
+    Limit {
+        /// User (account) name.
+        name: String,
+        /// Concurrent allocations (instead of turn.user_quota).
+        #[arg(long, conflicts_with = "clear")]
+        quota: Option<u32>,
+        /// Bytes per second per allocation, each direction (instead of turn.max_bps).
+        #[arg(long, conflicts_with = "clear")]
+        max_bps: Option<u64>,
+        /// Bytes per second over the user's allocations, each direction (instead of turn.user_max_bps).
+        #[arg(long, conflicts_with = "clear")]
+        user_max_bps: Option<u64>,
+        /// Remove the user's overrides.
+        #[arg(long)]
+        clear: bool,
+        /// Realm (default: turn.realm).
+        #[arg(long, short = 'r')]
+        realm: Option<String>,
+    },
+    /// List limit overrides (of one realm with --realm).
+    Limits {
+        /// Only this realm.
+        #[arg(long, short = 'r')]
+        realm: Option<String>,
+    },
 }

@@ -133,6 +133,21 @@ async fn embedded_defaults_serve_the_admin_surface() -> anyhow::Result<()> {
         let r = support::get(server.admin_url(path)).await?;
         assert_ne!(r.status(), 404, "{path} documented but not served");
     }
+    // The TURN routes too (documented always, served when [turn] is enabled; tests/turn.rs calls them).
+    for (path, method) in [
+        ("/api/v1/turn/allocations", "get"),
+        ("/api/v1/turn/allocations/{id}", "delete"),
+        ("/api/v1/turn/users", "post"),
+        ("/api/v1/turn/users/{name}/limits", "put"),
+        ("/api/v1/turn/limits", "get"),
+        ("/api/v1/turn/credentials", "get"),
+    ] {
+        assert!(
+            doc["paths"][path].get(method).is_some(),
+            "{method} {path} not documented"
+        );
+    }
+    assert!(doc["components"]["schemas"].get("UserLimits").is_some());
     Ok(())
 }
 

@@ -1786,3 +1786,147 @@ async fn http_callout_authorizes_fails_closed_and_never_blocks_other_users() -> 
     drop(alice);
     Ok(())
 }
+
+/// REST credentials for `user` from `secret`, expiring in `secs`.
+fn rest_creds(secret: &str, user: &str, secs: u64) -> (String, String) {
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + secs;
+    let username = format!("{expiry}:{user}");
+    let password = rtcplane_turn_relay::rest_password(secret, &username);
+    (username, password)
+}
+
+#[tokio::test]
+async fn per_user_limit_overrides_from_the_cli_and_the_api_on_every_backend() -> anyhow::Result<()>
+{
+    use rtcplane_storage::Backend;
+    use rtcplane_storage::testing::TestDb;
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let db = TestDb::new(backend).await;
+        let port = free_dual_port();
+        let server = turn_server(port)
+            .storage(&db.url)
+            .env("RTCPLANE__TURN__STATIC_AUTH_SECRETS", "rest-secret")
+            .start()
+            .await?;
+        let env = [
+            ("RTCPLANE__TURN__REALM", REALM.to_owned()),
+            ("RTCPLANE__STORAGE__URL", db.url.clone()),
+        ];
+        let dir = server.dir.path();
+        // The CLI writes and lists overrides; without a flag it refuses.
+        let set = run(
+            dir,
+            &[
+                "turn",
+                "user",
+                "limit",
+                "alice",
+                "--quota",
+                "3",
+                "--max-bps",
+                "5000",
+            ],
+            &env,
+        );
+        assert!(
+            set.status.success(),
+            "{backend:?}: {}",
+            String::from_utf8_lossy(&set.stderr)
+        );
+        let none = run(dir, &["turn", "user", "limit", "alice"], &env);
+        assert_eq!(none.status.code(), Some(1), "{backend:?}");
+        assert!(String::from_utf8_lossy(&none.stderr).contains("--quota"));
+        let list = run(dir, &["turn", "user", "limits"], &env);
+        assert_eq!(
+            String::from_utf8_lossy(&list.stdout).trim(),
+            format!("{REALM}\talice\tquota=3 max_bps=5000 user_max_bps=-"),
+            "{backend:?}"
+        );
+        // The API reads what the CLI wrote.
+        let limits_url = server.admin_url("/api/v1/turn/users/alice/limits");
+        let got: serde_json::Value = support::get(&limits_url).await?.json().await?;
+        assert_eq!(got["quota"], 3, "{backend:?}: {got}");
+        assert_eq!(got["max_bps"], 5000);
+        assert!(got["user_max_bps"].is_null());
+        assert_eq!(got["realm"], REALM);
+        // PUT replaces them and applies at once: quota 1 for the account alice, whatever REST username.
+        let put = |body: serde_json::Value| {
+            let url = limits_url.clone();
+            async move { support::client().put(url).json(&body).send().await }
+        };
+        let r = put(serde_json::json!({"quota": 1})).await?;
+        assert_eq!(r.status(), 200, "{backend:?}");
+        let body: serde_json::Value = r.json().await?;
+        assert_eq!(body["quota"], 1);
+        assert!(body["max_bps"].is_null(), "PUT replaces: {body}");
+        let (u1, p1) = rest_creds("rest-secret", "alice", 3600);
+        let (u2, p2) = rest_creds("rest-secret", "alice", 3601);
+        let first = allocate_as(port, REALM, &u1, &p1).await?;
+        assert!(first.is_ok(), "{backend:?}: {:?}", first.as_ref().err());
+        assert_eq!(
+            allocate_as(port, REALM, &u2, &p2).await?.err(),
+            Some(486),
+            "{backend:?}: the override counts REST usernames under their user"
+        );
+        // Bad input: clear errors, nothing stored changes.
+        assert_eq!(
+            put(serde_json::json!({"quota": 2_000_000})).await?.status(),
+            400
+        );
+        assert_eq!(put(serde_json::json!({})).await?.status(), 400);
+        assert_eq!(put(serde_json::json!({"qouta": 1})).await?.status(), 422);
+        assert_eq!(put(serde_json::json!({"quota": -1})).await?.status(), 422);
+        let garbage = support::client()
+            .put(&limits_url)
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await?;
+        assert_eq!(garbage.status(), 400);
+        let err: serde_json::Value = garbage.json().await?;
+        assert!(err["error"]["message"].is_string(), "{err}");
+        let still: serde_json::Value = support::get(&limits_url).await?.json().await?;
+        assert_eq!(still["quota"], 1, "{backend:?}");
+        assert_eq!(
+            support::get(server.admin_url("/api/v1/turn/users/bob/limits"))
+                .await?
+                .status(),
+            404
+        );
+        let listed: serde_json::Value =
+            support::get(server.admin_url(&format!("/api/v1/turn/limits?realm={REALM}")))
+                .await?
+                .json()
+                .await?;
+        assert_eq!(listed["limits"][0]["name"], "alice", "{listed}");
+        // DELETE: the configured (unlimited) quota applies again.
+        let del = support::client().delete(&limits_url).send().await?;
+        assert_eq!(del.status(), 204);
+        assert_eq!(
+            support::client().delete(&limits_url).send().await?.status(),
+            404
+        );
+        let mut third = None;
+        for _ in 0..20 {
+            let (u, p) = rest_creds("rest-secret", "alice", 3602);
+            match allocate_as(port, REALM, &u, &p).await? {
+                Ok(a) => {
+                    third = Some(a);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert!(
+            third.is_some(),
+            "{backend:?}: no quota after the override is removed"
+        );
+        let clear = run(dir, &["turn", "user", "limit", "alice", "--clear"], &env);
+        assert_eq!(clear.status.code(), Some(1), "nothing left to clear");
+        drop(first);
+    }
+    Ok(())
+}

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::allocation::Transport;
-use crate::observer::{AuthDecision, AuthProvider, AuthRequest, Grant, GrantLimits};
+use crate::observer::{AuthDecision, AuthProvider, AuthRequest, Grant, UserLimits};
 use crate::stun::{LongTermKey, PasswordAlgorithm};
 
 /// What the backend said about a user.
@@ -33,7 +33,7 @@ enum Answer {
         password: Option<String>,
         md5_key: Option<LongTermKey>,
         sha256_key: Option<LongTermKey>,
-        limits: GrantLimits,
+        limits: UserLimits,
     },
     Deny,
     Quota,
@@ -141,7 +141,7 @@ impl Inner {
                     password: body.password,
                     md5_key,
                     sha256_key,
-                    limits: GrantLimits {
+                    limits: UserLimits {
                         quota: body.quota,
                         max_bps: body.max_bps,
                         user_max_bps: body.user_max_bps,

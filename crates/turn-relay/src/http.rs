@@ -1,7 +1,8 @@
 //! The relay's HTTP surface: `GET /api/v1/turn/credentials` (public, API key) answering the TURN REST API
 //! JSON `{username, password, ttl, uris}` that WebRTC backends hand to browsers, and the admin
 //! `/api/v1/turn/allocations` (list, filter by user, show, delete = end it now) and `/api/v1/turn/users` (the
-//! database users of `rtcplane turn user`: list, add or change, remove).
+//! database users of `rtcplane turn user`: list, add or change, remove, and their limit overrides). Every
+//! handler is described for the OpenAPI document (tag `turn`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -118,7 +119,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 }
 
 /// The query of the credentials endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CredentialsQuery {
     /// The application's user id (no `:`).
@@ -133,11 +134,15 @@ pub(crate) struct CredentialsQuery {
 }
 
 /// TURN REST API credentials.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Credentials {
+    /// `<expiry>:<user>`.
     username: String,
+    /// base64(HMAC-SHA1(secret, username)).
     password: String,
+    /// Seconds of validity.
     ttl: u64,
+    /// `turn:`/`turns:` URIs of this relay.
     uris: Vec<String>,
 }
 
@@ -160,6 +165,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// TURN REST API credentials (public listener; API key in `X-API-Key` or `Authorization: Bearer`).
+#[utoipa::path(get, path = "/api/v1/turn/credentials", tag = "turn", params(CredentialsQuery),
+    responses((status = 200, body = Credentials), (status = 400), (status = 401), (status = 404, description = "turn.rest_api_keys is empty")))]
 async fn credentials(
     State(rest): State<Arc<Rest>>,
     headers: HeaderMap,
@@ -238,7 +246,7 @@ pub(crate) fn public_router(rest: Arc<Rest>) -> Router {
 }
 
 /// One allocation, as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AllocationView {
     /// Its id (as in `turn.allocation.*` events).
     pub id: String,
@@ -258,7 +266,8 @@ pub struct AllocationView {
     pub age_secs: u64,
     /// Seconds until it expires unless refreshed.
     pub expires_in_secs: u64,
-    /// Packets and bytes both ways.
+    /// Packets and bytes both ways, coturn's client-side counts, bandwidth drops.
+    #[schema(value_type = Object)]
     pub counters: serde_json::Value,
 }
 
@@ -268,6 +277,9 @@ struct ListQuery {
     user: Option<String>,
 }
 
+/// Live allocations of this node, oldest first.
+#[utoipa::path(get, path = "/api/v1/turn/allocations", tag = "turn", params(("user" = Option<String>, Query, description = "only this user")),
+    responses((status = 200, description = "{allocations: [AllocationView]}"), (status = 400)))]
 async fn list(
     State(server): State<Arc<Server>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -280,6 +292,9 @@ async fn list(
     Json(serde_json::json!({ "allocations": allocations })).into_response()
 }
 
+/// One allocation.
+#[utoipa::path(get, path = "/api/v1/turn/allocations/{id}", tag = "turn", params(("id" = String, Path)),
+    responses((status = 200, body = AllocationView), (status = 404)))]
 async fn show(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
     match server.views(None).into_iter().find(|a| a.id == id) {
         Some(a) => Json(a).into_response(),
@@ -291,6 +306,9 @@ async fn show(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Resp
     }
 }
 
+/// Ends an allocation now (its relaying stops, `turn.allocation.deleted` with reason `admin`).
+#[utoipa::path(delete, path = "/api/v1/turn/allocations/{id}", tag = "turn", params(("id" = String, Path)),
+    responses((status = 204), (status = 404)))]
 async fn kill(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
     let Ok(n) = id.parse::<u64>() else {
         return error(
@@ -315,6 +333,8 @@ async fn kill(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Resp
 pub(crate) struct UsersState {
     pub(crate) storage: rtcplane_storage::Storage,
     pub(crate) realm: String,
+    /// Woken when overrides change, so the relay reloads them at once.
+    pub(crate) limits_changed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,11 +343,13 @@ struct RealmQuery {
     realm: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A user to add, or whose password changes.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
+pub(crate) struct NewUser {
     name: String,
     password: String,
+    /// Default: turn.realm.
     #[serde(default)]
     realm: Option<String>,
 }
@@ -346,6 +368,9 @@ fn users_error(e: &crate::users::UserError) -> Response {
     }
 }
 
+/// Database users (keys are never shown).
+#[utoipa::path(get, path = "/api/v1/turn/users", tag = "turn", params(("realm" = Option<String>, Query)),
+    responses((status = 200, description = "{users: [{realm, name, created_at}]}"), (status = 400)))]
 async fn list_users(
     State(s): State<UsersState>,
     query: Result<Query<RealmQuery>, axum::extract::rejection::QueryRejection>,
@@ -360,6 +385,9 @@ async fn list_users(
     }
 }
 
+/// Adds a database user or changes its password.
+#[utoipa::path(post, path = "/api/v1/turn/users", tag = "turn", request_body = NewUser,
+    responses((status = 201), (status = 400)))]
 async fn add_user(
     State(s): State<UsersState>,
     body: Result<Json<NewUser>, axum::extract::rejection::JsonRejection>,
@@ -379,6 +407,9 @@ async fn add_user(
     }
 }
 
+/// Removes a database user.
+#[utoipa::path(delete, path = "/api/v1/turn/users/{name}", tag = "turn", params(("name" = String, Path), ("realm" = Option<String>, Query)),
+    responses((status = 204), (status = 404)))]
 async fn delete_user(
     State(s): State<UsersState>,
     Path(name): Path<String>,
@@ -400,6 +431,125 @@ async fn delete_user(
     }
 }
 
+fn limits_realm(
+    s: &UsersState,
+    query: Result<Query<RealmQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<String, String> {
+    match query {
+        Ok(Query(q)) => Ok(q.realm.unwrap_or_else(|| s.realm.clone())),
+        Err(e) => Err(e.body_text()),
+    }
+}
+
+/// A user's limit overrides.
+#[utoipa::path(get, path = "/api/v1/turn/users/{name}/limits", tag = "turn", params(("name" = String, Path), ("realm" = Option<String>, Query)),
+    responses((status = 200, body = crate::users::StoredLimits), (status = 404)))]
+async fn get_limits(
+    State(s): State<UsersState>,
+    Path(name): Path<String>,
+    query: Result<Query<RealmQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let realm = match limits_realm(&s, query) {
+        Ok(r) => r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
+    };
+    match crate::users::get_limits(&s.storage, &realm, &name).await {
+        Ok(Some(l)) => Json(l).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no limits for {name:?} in realm {realm:?}"),
+        ),
+        Err(e) => users_error(&e),
+    }
+}
+
+/// Sets a user's limit overrides (quota, max_bps, user_max_bps; absent or null: the configured value, 0:
+/// unlimited). New allocations of the user get them; the relay reloads at once.
+#[utoipa::path(put, path = "/api/v1/turn/users/{name}/limits", tag = "turn", params(("name" = String, Path), ("realm" = Option<String>, Query)),
+    request_body = crate::users::UserLimits,
+    responses((status = 200, body = crate::users::StoredLimits), (status = 400)))]
+async fn put_limits(
+    State(s): State<UsersState>,
+    Path(name): Path<String>,
+    query: Result<Query<RealmQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Json<crate::users::UserLimits>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let realm = match limits_realm(&s, query) {
+        Ok(r) => r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
+    };
+    let Json(limits) = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), "bad_request", e.body_text()),
+    };
+    if let Err(e) = crate::users::set_limits(&s.storage, &realm, &name, &limits).await {
+        return users_error(&e);
+    }
+    s.limits_changed.notify_one();
+    match crate::users::get_limits(&s.storage, &realm, &name).await {
+        Ok(Some(l)) => Json(l).into_response(),
+        Ok(None) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the limits were set but cannot be read back",
+        ),
+        Err(e) => users_error(&e),
+    }
+}
+
+/// Removes a user's limit overrides.
+#[utoipa::path(delete, path = "/api/v1/turn/users/{name}/limits", tag = "turn", params(("name" = String, Path), ("realm" = Option<String>, Query)),
+    responses((status = 204), (status = 404)))]
+async fn delete_limits(
+    State(s): State<UsersState>,
+    Path(name): Path<String>,
+    query: Result<Query<RealmQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let realm = match limits_realm(&s, query) {
+        Ok(r) => r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
+    };
+    match crate::users::delete_limits(&s.storage, &realm, &name).await {
+        Ok(true) => {
+            s.limits_changed.notify_one();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no limits for {name:?} in realm {realm:?}"),
+        ),
+        Err(e) => users_error(&e),
+    }
+}
+
+/// Every limit override (of one realm with `?realm=`).
+#[utoipa::path(get, path = "/api/v1/turn/limits", tag = "turn", params(("realm" = Option<String>, Query)),
+    responses((status = 200, description = "{limits: [StoredLimits]}"), (status = 400)))]
+async fn list_limits(
+    State(s): State<UsersState>,
+    query: Result<Query<RealmQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    match crate::users::list_limits(&s.storage, q.realm.as_deref()).await {
+        Ok(limits) => Json(serde_json::json!({ "limits": limits })).into_response(),
+        Err(e) => users_error(&e),
+    }
+}
+
+/// The OpenAPI description of every TURN route (public and admin), merged by the binary into its document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(credentials, list, show, kill, list_users, add_user, delete_user, get_limits, put_limits, delete_limits, list_limits),
+    components(schemas(Credentials, AllocationView, NewUser, crate::users::UserLimits, crate::users::StoredLimits)),
+    tags((name = "turn", description = "TURN relay: REST credentials, allocations, users and their limits"))
+)]
+pub(crate) struct TurnApi;
+
 /// The admin routes.
 pub(crate) fn admin_router(server: Arc<Server>, users: UsersState) -> Router {
     Router::new()
@@ -413,6 +563,11 @@ pub(crate) fn admin_router(server: Arc<Server>, users: UsersState) -> Router {
                     "/api/v1/turn/users/{name}",
                     axum::routing::delete(delete_user),
                 )
+                .route(
+                    "/api/v1/turn/users/{name}/limits",
+                    get(get_limits).put(put_limits).delete(delete_limits),
+                )
+                .route("/api/v1/turn/limits", get(list_limits))
                 .with_state(users),
         )
 }

@@ -38,7 +38,7 @@ pub use allocation::{FiveTuple, Transport};
 pub use auth::rest_password;
 pub use config::{Config, ConfigError};
 pub use observer::{
-    AllocationInfo, AuthDecision, AuthProvider, AuthRequest, Grant, GrantLimits, Observer, Traffic,
+    AllocationInfo, AuthDecision, AuthProvider, AuthRequest, Grant, Observer, Traffic, UserLimits,
 };
 pub use policy::{IpRange, PeerPolicy};
 
@@ -131,6 +131,28 @@ impl Turn {
             Ok(())
         }
     }
+}
+
+/// Reads `turn_user_limits` into the relay; on a database error the previous overrides stay.
+async fn load_overrides(server: &server::Server, storage: &Storage) {
+    match tokio::time::timeout(Duration::from_secs(5), users::list_limits(storage, None)).await {
+        Ok(Ok(list)) => server.set_overrides(
+            list.into_iter()
+                .map(|l| ((l.realm, l.name), l.limits))
+                .collect(),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "turn: cannot load per-user limits; keeping the previous ones")
+        }
+        Err(_) => {
+            tracing::warn!("turn: loading per-user limits timed out; keeping the previous ones")
+        }
+    }
+}
+
+/// The OpenAPI description of the TURN routes (`GET /api/v1/turn/credentials` and the admin routes).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <http::TurnApi as utoipa::OpenApi>::openapi()
 }
 
 /// The relay IPv4 address: `relay_ip`, else the address the host would use for outbound traffic, else
@@ -350,9 +372,27 @@ pub async fn start_with(
     });
     tracing::info!(udp = ?udp, tcp = ?tcp, tls = ?tls_addrs, relay_ip = %relay.ip4, realm = %config.realm, "turn: relaying");
     let rest = Arc::new(http::Rest::new(&config, &udp, &tcp, &tls_addrs));
+    let limits_changed = Arc::new(tokio::sync::Notify::new());
+    // Per-user overrides: loaded before the first client is served, then every 10 s (other nodes and the
+    // CLI write the same table) and at once when this node's admin API changes them.
+    load_overrides(&server, storage).await;
+    {
+        let (server, storage, changed) = (server.clone(), storage.clone(), limits_changed.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = server.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    () = changed.notified() => {}
+                }
+                load_overrides(&server, &storage).await;
+            }
+        });
+    }
     let users = http::UsersState {
         storage: storage.clone(),
         realm: config.realm.clone(),
+        limits_changed,
     };
     Ok(Turn {
         server,

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::allocation::Transport;
 use crate::stun::{LongTermKey, PasswordAlgorithm};
+pub use crate::users::UserLimits;
 
 /// An allocation, as observers see it.
 #[derive(Clone, Debug)]
@@ -138,24 +139,13 @@ pub struct AuthRequest<'a> {
     pub transport: Transport,
 }
 
-/// Per-user limits a provider may hand out with its answer; `None` leaves the configured value.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GrantLimits {
-    /// Concurrent allocations of this user (486 beyond).
-    pub quota: Option<u32>,
-    /// Bytes per second per allocation, each direction (0 = unlimited).
-    pub max_bps: Option<u64>,
-    /// Bytes per second over all of this user's allocations, each direction (0 = unlimited).
-    pub user_max_bps: Option<u64>,
-}
-
 /// What a provider knows about a user.
 #[derive(Clone, Debug, Default)]
 pub struct Grant {
     /// Candidate long-term keys; the server checks MESSAGE-INTEGRITY with each (several while secrets rotate).
     pub keys: Vec<LongTermKey>,
     /// Limits for this user, if the provider decides them.
-    pub limits: GrantLimits,
+    pub limits: UserLimits,
 }
 
 /// A provider's answer (libsourcey's `AuthenticationState`).

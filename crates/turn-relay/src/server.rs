@@ -25,7 +25,7 @@ use crate::allocation::{
 };
 use crate::auth::{self, Credentials, NonceCheck};
 use crate::metrics as m;
-use crate::observer::{AuthDecision, AuthRequest, GrantLimits, Observer};
+use crate::observer::{AuthDecision, AuthRequest, Observer, UserLimits};
 use crate::policy::PeerPolicy;
 use crate::stun::{
     ChannelData, Class, DecodeError, Encoder, ErrorCode, IntegrityError, IntegrityKind,
@@ -77,7 +77,7 @@ pub(crate) struct Server {
     /// Per-account allocation counts and user-wide bandwidth.
     users: DashMap<String, Arc<UserEntry>>,
     /// Per-user overrides from the database, by (realm, name).
-    overrides: std::sync::RwLock<std::collections::HashMap<(String, String), GrantLimits>>,
+    overrides: std::sync::RwLock<std::collections::HashMap<(String, String), UserLimits>>,
     data_metrics: m::DataPath,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
@@ -102,7 +102,7 @@ struct Authed {
     key: LongTermKey,
     kind: IntegrityKind,
     /// Limits the provider decided, if any.
-    limits: GrantLimits,
+    limits: UserLimits,
 }
 
 /// The name quotas and per-user limits count under: a TURN REST username `<expiry>:<user>` counts as
@@ -1189,10 +1189,9 @@ impl Server {
     // ---------------------------------------------------------------- quotas and limits
 
     /// Replaces the per-user overrides (from the database).
-    #[allow(dead_code)] // wired to the database reload with the overrides table
     pub(crate) fn set_overrides(
         &self,
-        map: std::collections::HashMap<(String, String), GrantLimits>,
+        map: std::collections::HashMap<(String, String), UserLimits>,
     ) {
         if let Ok(mut o) = self.overrides.write() {
             *o = map;

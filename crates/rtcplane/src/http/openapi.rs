@@ -48,6 +48,7 @@ pub(crate) struct AdminApi;
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document")))]
 pub(crate) async fn document() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = AdminApi::openapi();
+    doc.merge(rtcplane_turn_relay::openapi());
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     Json(doc)
 }
