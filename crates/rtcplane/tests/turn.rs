@@ -693,13 +693,22 @@ async fn tls_listener_relays_for_the_coturn_client() -> anyhow::Result<()> {
     let _peer = Peer::start(peer_port)?;
     let certs = tempfile::tempdir()?;
     let (cert, key) = self_signed(certs.path())?;
+    // coturn's Redis statistics name the TLS version and cipher of TLS clients.
+    let realm = unique("tls") + ".example.org";
+    let (seen, task) = subscribe(
+        "redis://127.0.0.1:6379/0",
+        &[&format!("turn/realm/{realm}/user/*/allocation/*/status")],
+    )
+    .await?;
     let _server = turn_server(port)
+        .env("RTCPLANE__TURN__REALM", &realm)
         .env(
             "RTCPLANE__TURN__LISTEN_TLS",
             format!("127.0.0.1:{tls_port}"),
         )
         .env("RTCPLANE__TURN__TLS_CERT", cert)
         .env("RTCPLANE__TURN__TLS_KEY", key)
+        .env("RTCPLANE__TURN__REDIS_STATSDB", "redis://127.0.0.1:6379/0")
         .start()
         .await?;
     let r = uclient(
@@ -709,6 +718,23 @@ async fn tls_listener_relays_for_the_coturn_client() -> anyhow::Result<()> {
     )
     .await?;
     assert_clean(&r, 30 * 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    task.abort();
+    let statuses: Vec<String> = seen
+        .lock()
+        .map(|v| v.iter().map(|(_, p)| p.clone()).collect())
+        .unwrap_or_default();
+    let tls_new = format!("type=TLS/TCP, local=127.0.0.1:{tls_port}, remote=127.0.0.1:");
+    assert!(
+        statuses.iter().any(|p| p.starts_with("new lifetime=")
+            && p.contains(&tls_new)
+            && p.contains(", ssl=TLSv1.3, cipher=TLS_")),
+        "{statuses:#?}"
+    );
+    assert!(
+        statuses.iter().filter(|p| *p == "deleted").count() >= 2,
+        "closing the TLS connection deletes its allocation: {statuses:#?}"
+    );
 
     // A plain TCP client talking to the TLS port gets nothing relayed, and the server carries on.
     let plain = uclient(
