@@ -63,13 +63,23 @@ pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
         &["build", "--release", "--locked", "-p", "rtcplane"],
     )?;
     let rtcplane = root.join("target/release/rtcplane");
-    let loads = [false, true].map(|c2c| Load {
+    let light = |c2c| Load {
         c2c,
         clients: 20,
         messages: 1000,
         size: 120,
         interval_ms: 5,
-    });
+    };
+    // The same shapes at a rate where per-packet cost dominates (and batched receives have batches to take):
+    // 50 clients, one message each every 2 ms.
+    let heavy = |c2c| Load {
+        c2c,
+        clients: 50,
+        messages: 2000,
+        size: 120,
+        interval_ms: 2,
+    };
+    let loads = [light(false), light(true), heavy(false), heavy(true)];
     let peer_port = 23_480;
     let mut peer = spawn(
         "turnutils_peer",

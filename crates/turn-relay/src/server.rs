@@ -34,6 +34,12 @@ use crate::stun::{
 
 /// Largest message we handle (a UDP datagram).
 const MAX_DATAGRAM: usize = 65536;
+/// Datagrams read from a listener per system call.
+const RECV_BATCH: usize = if quinn_udp::BATCH_SIZE < 32 {
+    quinn_udp::BATCH_SIZE
+} else {
+    32
+};
 
 /// Relay addresses and ports.
 #[derive(Clone, Debug)]
@@ -168,12 +174,76 @@ impl Server {
 
     // ---------------------------------------------------------------- listeners
 
-    /// Reads datagrams from one UDP listener until shutdown.
+    /// Reads datagrams from one UDP listener until shutdown, many per system call: `recvmmsg` (and GRO,
+    /// where the kernel coalesces a client's datagrams) through quinn-udp, into buffers allocated once.
+    /// Falls back to one `recv_from` at a time if the socket cannot be set up for it.
     pub(crate) async fn run_udp(self: Arc<Self>, socket: Arc<UdpSocket>) {
         let local = match socket.local_addr() {
             Ok(a) => a,
             Err(_) => return,
         };
+        let state = match quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&*socket)) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "turn: no batched receive on this socket; reading one datagram at a time");
+                return self.run_udp_single(socket, local).await;
+            }
+        };
+        let mut bufs: [Vec<u8>; RECV_BATCH] = std::array::from_fn(|_| vec![0_u8; MAX_DATAGRAM]);
+        let mut meta = [quinn_udp::RecvMeta::default(); RECV_BATCH];
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                r = socket.readable() => if r.is_err() { continue },
+            }
+            let received = socket.try_io(tokio::io::Interest::READABLE, || {
+                let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
+                state.recv(
+                    quinn_udp::UdpSockRef::from(&*socket),
+                    &mut slices,
+                    &mut meta,
+                )
+            });
+            let n = match received {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    // ICMP errors surface here on some systems; keep serving.
+                    tracing::debug!(error = %e, "turn: udp receive error");
+                    continue;
+                }
+            };
+            for (m, buf) in meta.iter().zip(&bufs).take(n) {
+                let from = match m.addr {
+                    // A dual-stack socket reports IPv4 clients as mapped IPv6 addresses.
+                    SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+                        Some(v4) if local.is_ipv4() => SocketAddr::from((v4, v6.port())),
+                        _ => m.addr,
+                    },
+                    a => a,
+                };
+                let client = Client {
+                    tuple: FiveTuple {
+                        client: from,
+                        server: local,
+                        transport: Transport::Udp,
+                    },
+                    sink: ClientSink::Udp {
+                        socket: socket.clone(),
+                        client: from,
+                    },
+                    tls: None,
+                };
+                // With GRO one buffer holds several datagrams of `stride` bytes (the last may be shorter).
+                let stride = m.stride.max(1);
+                for datagram in buf[..m.len.min(buf.len())].chunks(stride) {
+                    self.clone().on_message(datagram, client.clone()).await;
+                }
+            }
+        }
+    }
+
+    async fn run_udp_single(self: Arc<Self>, socket: Arc<UdpSocket>, local: SocketAddr) {
         let mut buf = vec![0_u8; MAX_DATAGRAM];
         loop {
             let (n, from) = tokio::select! {
@@ -181,7 +251,6 @@ impl Server {
                 r = socket.recv_from(&mut buf) => match r {
                     Ok(x) => x,
                     Err(e) => {
-                        // ICMP errors surface here on some systems; keep serving.
                         tracing::debug!(error = %e, "turn: udp receive error");
                         continue;
                     }
