@@ -34,11 +34,12 @@ use crate::stun::{
 
 /// Largest message we handle (a UDP datagram).
 const MAX_DATAGRAM: usize = 65536;
-/// Datagrams read from a listener per system call.
-const RECV_BATCH: usize = if quinn_udp::BATCH_SIZE < 32 {
+/// Datagrams read from a listener per system call. quinn-udp prepares a header for every slot on each
+/// call, so a larger batch costs the light loads (one datagram per wake-up) more than it saves the heavy ones.
+const RECV_BATCH: usize = if quinn_udp::BATCH_SIZE < 8 {
     quinn_udp::BATCH_SIZE
 } else {
-    32
+    8
 };
 
 /// Relay addresses and ports.
@@ -78,7 +79,7 @@ pub(crate) struct Server {
     pub(crate) policy: PeerPolicy,
     pub(crate) relay: RelaySettings,
     pub(crate) limits: Limits,
-    pub(crate) allocations: DashMap<FiveTuple, Arc<Allocation>>,
+    pub(crate) allocations: DashMap<FiveTuple, Arc<Allocation>, foldhash::quality::RandomState>,
     observers: Vec<Arc<dyn Observer>>,
     /// Per-account allocation counts and user-wide bandwidth.
     users: DashMap<String, Arc<UserEntry>>,
@@ -91,7 +92,7 @@ pub(crate) struct Server {
     next_port: AtomicU64,
     reservations: DashMap<[u8; 8], (Arc<UdpSocket>, Instant)>,
     /// Allocations by relayed (announced) address, for the in-process fast path.
-    by_relayed: DashMap<SocketAddr, std::sync::Weak<Allocation>>,
+    by_relayed: DashMap<SocketAddr, std::sync::Weak<Allocation>, foldhash::quality::RandomState>,
 }
 
 /// A client connection as the request handler sees it.
@@ -155,7 +156,7 @@ impl Server {
             creds,
             policy,
             limits,
-            allocations: DashMap::new(),
+            allocations: DashMap::with_hasher(foldhash::quality::RandomState::default()),
             observers,
             users: DashMap::new(),
             overrides: std::sync::RwLock::new(std::collections::HashMap::new()),
@@ -167,7 +168,7 @@ impl Server {
             )),
             next_port: AtomicU64::new(rand::random_range(0..span)),
             reservations: DashMap::new(),
-            by_relayed: DashMap::new(),
+            by_relayed: DashMap::with_hasher(foldhash::quality::RandomState::default()),
             relay,
         }
     }
@@ -191,10 +192,10 @@ impl Server {
         };
         let mut bufs: [Vec<u8>; RECV_BATCH] = std::array::from_fn(|_| vec![0_u8; MAX_DATAGRAM]);
         let mut meta = [quinn_udp::RecvMeta::default(); RECV_BATCH];
+        // No shutdown branch: the task is aborted at shutdown (see `start`).
         loop {
-            tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                r = socket.readable() => if r.is_err() { continue },
+            if socket.readable().await.is_err() {
+                continue;
             }
             let received = socket.try_io(tokio::io::Interest::READABLE, || {
                 let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
@@ -222,22 +223,28 @@ impl Server {
                     },
                     a => a,
                 };
-                let client = Client {
-                    tuple: FiveTuple {
-                        client: from,
-                        server: local,
-                        transport: Transport::Udp,
-                    },
-                    sink: ClientSink::Udp {
-                        socket: socket.clone(),
-                        client: from,
-                    },
-                    tls: None,
+                let tuple = FiveTuple {
+                    client: from,
+                    server: local,
+                    transport: Transport::Udp,
                 };
                 // With GRO one buffer holds several datagrams of `stride` bytes (the last may be shorter).
                 let stride = m.stride.max(1);
                 for datagram in buf[..m.len.min(buf.len())].chunks(stride) {
-                    self.clone().on_message(datagram, client.clone()).await;
+                    // ChannelData, the bulk of the traffic, needs nothing but the 5-tuple.
+                    if datagram.first().is_some_and(|b| b & 0xC0 == 0x40) {
+                        self.channel_data_from_client(datagram, &tuple);
+                        continue;
+                    }
+                    let client = Client {
+                        tuple,
+                        sink: ClientSink::Udp {
+                            socket: socket.clone(),
+                            client: from,
+                        },
+                        tls: None,
+                    };
+                    self.clone().on_message(datagram, client).await;
                 }
             }
         }
@@ -246,15 +253,12 @@ impl Server {
     async fn run_udp_single(self: Arc<Self>, socket: Arc<UdpSocket>, local: SocketAddr) {
         let mut buf = vec![0_u8; MAX_DATAGRAM];
         loop {
-            let (n, from) = tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                r = socket.recv_from(&mut buf) => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "turn: udp receive error");
-                        continue;
-                    }
-                },
+            let (n, from) = match socket.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "turn: udp receive error");
+                    continue;
+                }
             };
             let client = Client {
                 tuple: FiveTuple {
@@ -827,11 +831,19 @@ impl Server {
             }
         }
         slot.armed = false; // the allocation holds it now; `delete` gives it back
+        let mut relay_tasks = Vec::with_capacity(alloc.relays.len());
         for (i, r) in alloc.relays.iter().enumerate() {
             self.by_relayed.insert(r.announced, Arc::downgrade(&alloc));
-            self.tasks.spawn(self.clone().relay_loop(alloc.clone(), i));
+            relay_tasks.push(
+                self.tasks
+                    .spawn(self.clone().relay_loop(alloc.clone(), i))
+                    .abort_handle(),
+            );
         }
-        self.tasks.spawn(self.clone().expiry_loop(alloc.clone()));
+        self.tasks.spawn(
+            self.clone()
+                .expiry_loop(alloc.clone(), AbortOnDrop(relay_tasks)),
+        );
         m::allocation_created(self.allocations.len());
         let relayed: Vec<String> = alloc
             .relays
@@ -1078,10 +1090,11 @@ impl Server {
         let stream = alloc.sink.is_stream();
         let mut buf = vec![0_u8; MAX_DATAGRAM];
         let mut out: Vec<u8> = Vec::with_capacity(MAX_DATAGRAM + 64);
+        // No cancellation branch here: polling one on every datagram takes a lock each time. The
+        // allocation's expiry task aborts this one when the allocation ends.
         loop {
-            let (n, peer) = tokio::select! {
-                () = alloc.cancel.cancelled() => return,
-                r = socket.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                continue;
             };
             if !alloc.admit(Direction::ToClient, n) {
                 m::bandwidth_dropped(n);
@@ -1139,7 +1152,9 @@ impl Server {
     }
 
     /// Deletes the allocation when its lifetime runs out (unless refreshed meanwhile).
-    async fn expiry_loop(self: Arc<Self>, alloc: Arc<Allocation>) {
+    /// Ends the allocation's relay tasks (`relay_tasks`) when it ends, however it ends.
+    async fn expiry_loop(self: Arc<Self>, alloc: Arc<Allocation>, relay_tasks: AbortOnDrop) {
+        let _relay_tasks = relay_tasks;
         loop {
             let deadline = alloc.expires_at();
             tokio::select! {
@@ -1416,6 +1431,17 @@ fn frame_for_client(
             e.xor_address(attr::XOR_PEER_ADDRESS, peer)
                 .attr(attr::DATA, data);
             e.finish().is_ok()
+        }
+    }
+}
+
+/// Aborts tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
         }
     }
 }
