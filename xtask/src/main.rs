@@ -2,9 +2,12 @@
 //! shell scripts or a Makefile.
 //!
 //! - `ci`: what `.ci/run` runs: services up, `cargo fmt --check`, clippy with `-D warnings`, the shipped config
-//!   checked by the binary, then every test of the workspace against the real PostgreSQL, MariaDB and Redis.
+//!   checked by the binary, then every test of the workspace against the real PostgreSQL, MariaDB and Redis,
+//!   then the container image built and run (`image`).
 //! - `services`: check (and, where this machine has the commands, start) PostgreSQL, MariaDB and Redis.
 //! - `helm-lint`: the Helm chart rendered for each `ci/*-values.yaml` and validated offline (also part of `ci`).
+//! - `image`: `deploy/Dockerfile` built with podman and the image run (serve, probes, STUN, uid 65532; also
+//!   part of `ci`).
 //! - `bench turn|events|hooks|sip|rooms`, `fuzz turn|hooks|sip`.
 
 // The build system spawns processes, waits with std time and talks to the terminal.
@@ -20,6 +23,7 @@ mod bench_hooks;
 mod bench_rooms;
 mod bench_sip;
 mod helm;
+mod image;
 mod services;
 #[cfg(test)]
 mod tidy;
@@ -38,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Some("services") => services::ensure(),
         Some("test") => test(&root),
         Some("helm-lint") => helm::lint(&root),
+        Some("image") => image::check(&root),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("turn") => bench::turn(
                 &root,
@@ -85,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         ),
         _ => {
             bail!(
-                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  helm-lint  render the Helm chart for every ci/*-values.yaml and validate it offline\n  fuzz T [S] run fuzz target T (turn, hooks, sip) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)\n  bench events [R]  events end to end into a local webhook receiver, SQLite and PostgreSQL\n  bench hooks [R]   SRS on_publish decisions: static rule, token, stream key vs a bare axum handler\n  bench sip [R]     20,000 SIP accounts at the Kamailio fixture: rtcplane's agent vs SIPp at the same rate\n  bench rooms [R]   Loop room cycles (join, status, leave) in 100 rooms, SQLite and PostgreSQL"
+                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  helm-lint  render the Helm chart for every ci/*-values.yaml and validate it offline\n  image      build deploy/Dockerfile with podman and run the image (serve, probes, STUN, non-root)\n  fuzz T [S] run fuzz target T (turn, hooks, sip) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)\n  bench events [R]  events end to end into a local webhook receiver, SQLite and PostgreSQL\n  bench hooks [R]   SRS on_publish decisions: static rule, token, stream key vs a bare axum handler\n  bench sip [R]     20,000 SIP accounts at the Kamailio fixture: rtcplane's agent vs SIPp at the same rate\n  bench rooms [R]   Loop room cycles (join, status, leave) in 100 rooms, SQLite and PostgreSQL"
             )
         }
     }
@@ -133,7 +138,8 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         &["check-config", "--config", "config/default.toml"],
     )?;
     helm::lint(root)?;
-    test(root)
+    test(root)?;
+    image::check(root)
 }
 
 /// Fuzz targets by subsystem name.

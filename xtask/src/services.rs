@@ -90,7 +90,7 @@ fn on_path(tool: &str) -> bool {
 }
 
 /// `apt-get install` (after one `apt-get update`); failures show in the missing-tool check that follows.
-fn install(package: &str) {
+pub(crate) fn install(package: &str) {
     static UPDATED: std::sync::Once = std::sync::Once::new();
     UPDATED.call_once(|| {
         let _ = Command::new("apt-get").args(["update", "-qq"]).status();
