@@ -40,8 +40,13 @@ fn main() -> ExitCode {
     }
 
     telemetry::init_logging(&config.log);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.worker_threads > 0 {
+    // One worker thread: the current-thread scheduler (no work stealing, no cross-thread wake-ups).
+    let mut builder = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if config.worker_threads > 1 {
         builder.worker_threads(config.worker_threads);
     }
     let runtime = match builder.enable_all().build() {

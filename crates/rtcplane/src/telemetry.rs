@@ -23,6 +23,8 @@ pub(crate) fn init_logging(log: &LogConfig) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    // Colours only on a terminal: journald, `docker logs` and files get plain text.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_target(true),
             )
             .try_init(),

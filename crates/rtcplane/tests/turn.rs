@@ -139,6 +139,35 @@ fn assert_clean(r: &UclientReport, at_least: u64) {
     assert_eq!(r.lost, 0, "{}", r.output);
 }
 
+/// `worker_threads = 1` runs the current-thread scheduler: everything on one thread, which must still relay
+/// UDP and TCP clients (requests answered in tasks of their own) and shut down on SIGTERM.
+#[tokio::test]
+async fn one_worker_thread_relays_and_shuts_down() -> anyhow::Result<()> {
+    let (port, peer_port) = (free_dual_port(), free_udp_port());
+    let _peer = Peer::start(peer_port)?;
+    let mut server = turn_server(port)
+        .env("RTCPLANE__WORKER_THREADS", "1")
+        .start()
+        .await?;
+    let udp = uclient(
+        &["-n", "100", "-m", "5", "-u", USER, "-w", PASS],
+        port,
+        peer_port,
+    )
+    .await?;
+    assert_clean(&udp, 100 * 5);
+    let tcp = uclient(
+        &["-t", "-n", "50", "-m", "2", "-u", USER, "-w", PASS],
+        port,
+        peer_port,
+    )
+    .await?;
+    assert_clean(&tcp, 50 * 2);
+    let status = server.terminate(Duration::from_secs(15)).await?;
+    assert!(status.success(), "exit status {status}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn coturn_client_relays_over_udp_and_tcp_with_a_static_user() -> anyhow::Result<()> {
     let (port, peer_port) = (free_dual_port(), free_udp_port());

@@ -197,16 +197,26 @@ impl Server {
             if socket.readable().await.is_err() {
                 continue;
             }
+            // A short batch means the queue was empty when the kernel looked: report WouldBlock so tokio
+            // clears the readiness now, instead of one more recvmmsg that would only say EAGAIN (a system
+            // call per wake-up under light load). tokio clears only if no readiness event arrived since the
+            // closure started (its tick check), so a datagram landing meanwhile still wakes the loop.
+            let mut got = 0;
             let received = socket.try_io(tokio::io::Interest::READABLE, || {
                 let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
-                state.recv(
+                got = state.recv(
                     quinn_udp::UdpSockRef::from(&*socket),
                     &mut slices,
                     &mut meta,
-                )
+                )?;
+                if got < RECV_BATCH {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Ok(got)
             });
             let n = match received {
                 Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => got,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     // ICMP errors surface here on some systems; keep serving.
