@@ -267,7 +267,8 @@ pub(crate) struct Peers {
 
 /// The data path's maps hash with foldhash (seeded per process), not SipHash: a lookup by address is on
 /// every relayed packet, and SipHash of a 5-tuple cost more than the rest of the lookup (callgrind).
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+pub(crate) type FastHasher = foldhash::quality::RandomState;
+pub(crate) type FastMap<K, V> = HashMap<K, V, FastHasher>;
 
 /// Why a ChannelBind cannot be done.
 #[derive(Debug, PartialEq, Eq)]

@@ -341,16 +341,19 @@ pub async fn start_with(
     }
     let (tcp, tcp_listeners) = bind_streams("listen_tcp", &config.listen_tcp).await?;
     let (tls_addrs, tls_listeners) = bind_streams("listen_tls", &config.listen_tls).await?;
-    for socket in udp_sockets {
-        // The listener loop has no shutdown branch (polling one per datagram takes a lock each time):
-        // a watcher aborts it at shutdown.
-        let listener = tasks.spawn(server.clone().run_udp(socket)).abort_handle();
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            stop.cancelled().await;
-            listener.abort();
-        });
-    }
+    // The listener loops have no shutdown branch (polling one per datagram takes a lock each time):
+    // one watcher aborts them all at shutdown.
+    let listeners = server::AbortOnDrop(
+        udp_sockets
+            .into_iter()
+            .map(|socket| tasks.spawn(server.clone().run_udp(socket)).abort_handle())
+            .collect(),
+    );
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        stop.cancelled().await;
+        drop(listeners);
+    });
     for listener in tcp_listeners {
         tasks.spawn(server.clone().run_tcp(listener, None));
     }

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::allocation::{
-    Allocation, Buckets, ClientSink, Direction, FiveTuple, Owner, Relay, Transport, UserEntry,
+    Allocation, Buckets, ClientSink, Direction, FastHasher, FiveTuple, Owner, Relay, Transport,
+    UserEntry,
 };
 use crate::auth::{self, Credentials, NonceCheck};
 use crate::metrics as m;
@@ -79,7 +80,7 @@ pub(crate) struct Server {
     pub(crate) policy: PeerPolicy,
     pub(crate) relay: RelaySettings,
     pub(crate) limits: Limits,
-    pub(crate) allocations: DashMap<FiveTuple, Arc<Allocation>, foldhash::quality::RandomState>,
+    pub(crate) allocations: DashMap<FiveTuple, Arc<Allocation>, FastHasher>,
     observers: Vec<Arc<dyn Observer>>,
     /// Per-account allocation counts and user-wide bandwidth.
     users: DashMap<String, Arc<UserEntry>>,
@@ -92,7 +93,7 @@ pub(crate) struct Server {
     next_port: AtomicU64,
     reservations: DashMap<[u8; 8], (Arc<UdpSocket>, Instant)>,
     /// Allocations by relayed (announced) address, for the in-process fast path.
-    by_relayed: DashMap<SocketAddr, std::sync::Weak<Allocation>, foldhash::quality::RandomState>,
+    by_relayed: DashMap<SocketAddr, std::sync::Weak<Allocation>, FastHasher>,
 }
 
 /// A client connection as the request handler sees it.
@@ -156,7 +157,7 @@ impl Server {
             creds,
             policy,
             limits,
-            allocations: DashMap::with_hasher(foldhash::quality::RandomState::default()),
+            allocations: DashMap::with_hasher(FastHasher::default()),
             observers,
             users: DashMap::new(),
             overrides: std::sync::RwLock::new(std::collections::HashMap::new()),
@@ -168,7 +169,7 @@ impl Server {
             )),
             next_port: AtomicU64::new(rand::random_range(0..span)),
             reservations: DashMap::new(),
-            by_relayed: DashMap::with_hasher(foldhash::quality::RandomState::default()),
+            by_relayed: DashMap::with_hasher(FastHasher::default()),
             relay,
         }
     }
@@ -242,7 +243,7 @@ impl Server {
                 let stride = m.stride.max(1);
                 for datagram in buf[..m.len.min(buf.len())].chunks(stride) {
                     // ChannelData, the bulk of the traffic, needs nothing but the 5-tuple.
-                    if datagram.first().is_some_and(|b| b & 0xC0 == 0x40) {
+                    if ChannelData::looks_like(datagram) {
                         self.channel_data_from_client(datagram, &tuple);
                         continue;
                     }
@@ -390,7 +391,7 @@ impl Server {
         if pkt.is_empty() {
             return;
         }
-        if pkt[0] & 0xC0 == 0x40 {
+        if ChannelData::looks_like(pkt) {
             self.channel_data_from_client(pkt, &client.tuple);
             return;
         }
@@ -1446,7 +1447,7 @@ fn frame_for_client(
 }
 
 /// Aborts tasks when dropped.
-struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+pub(crate) struct AbortOnDrop(pub(crate) Vec<tokio::task::AbortHandle>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

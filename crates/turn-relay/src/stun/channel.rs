@@ -18,6 +18,11 @@ pub struct ChannelData<'a> {
 pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
 impl<'a> ChannelData<'a> {
+    /// Whether a message starts like ChannelData (first two bits `01`; STUN's are `00`), before decoding.
+    pub fn looks_like(buf: &[u8]) -> bool {
+        buf.first().is_some_and(|b| b >> 6 == 0b01)
+    }
+
     /// Decodes a ChannelData message; over UDP the datagram may carry padding after the data.
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
         if buf.len() < 4 {

@@ -337,6 +337,13 @@ fn channel_data_and_stream_framing() {
     );
     assert_eq!(frame_len(&out), Ok(Some(12)));
     assert_eq!(frame_len(&out[..3]), Ok(None));
+    // The dispatch test: first two bits 01 is ChannelData; STUN (00), 10, 11 and nothing are not.
+    assert!(ChannelData::looks_like(&out));
+    assert!(ChannelData::looks_like(&[0x7f]));
+    assert!(!ChannelData::looks_like(&hex(SAMPLE_REQUEST)));
+    assert!(!ChannelData::looks_like(&[0x80, 0, 0, 0]));
+    assert!(!ChannelData::looks_like(&[0xc0]));
+    assert!(!ChannelData::looks_like(&[]));
     assert_eq!(
         ChannelData::decode(&[0x80, 0, 0, 0]).err(),
         Some(DecodeError::NotChannelData)
