@@ -127,6 +127,18 @@ async fn uclient(args: &[&str], server_port: u16, peer_port: u16) -> anyhow::Res
     })
 }
 
+/// Runs turnutils_uclient and asserts its run was clean (see [`assert_clean`]).
+async fn uclient_clean(
+    args: &[&str],
+    server_port: u16,
+    peer_port: u16,
+    at_least: u64,
+) -> anyhow::Result<UclientReport> {
+    let report = uclient(args, server_port, peer_port).await?;
+    assert_clean(&report, at_least);
+    Ok(report)
+}
+
 /// Every message sent came back, at least `at_least` of them (uclient adds RTCP traffic of its own), none lost.
 fn assert_clean(r: &UclientReport, at_least: u64) {
     assert!(
@@ -149,20 +161,20 @@ async fn one_worker_thread_relays_and_shuts_down() -> anyhow::Result<()> {
         .env("RTCPLANE__WORKER_THREADS", "1")
         .start()
         .await?;
-    let udp = uclient(
+    uclient_clean(
         &["-n", "100", "-m", "5", "-u", USER, "-w", PASS],
         port,
         peer_port,
+        100 * 5,
     )
     .await?;
-    assert_clean(&udp, 100 * 5);
-    let tcp = uclient(
+    uclient_clean(
         &["-t", "-n", "50", "-m", "2", "-u", USER, "-w", PASS],
         port,
         peer_port,
+        50 * 2,
     )
     .await?;
-    assert_clean(&tcp, 50 * 2);
     let status = server.terminate(Duration::from_secs(15)).await?;
     assert!(status.success(), "exit status {status}");
     Ok(())
@@ -176,34 +188,34 @@ async fn coturn_client_relays_over_udp_and_tcp_with_a_static_user() -> anyhow::R
     let mut events = SseReader::connect(&server.admin_url("/api/v1/events?types=turn.*")).await?;
 
     // 4 clients × 50 messages, each with an RTP and an RTCP allocation (EVEN-PORT + RESERVATION-TOKEN).
-    let udp = uclient(
+    uclient_clean(
         &["-n", "50", "-m", "4", "-l", "170", "-u", USER, "-w", PASS],
         port,
         peer_port,
+        50 * 4,
     )
     .await?;
-    assert_clean(&udp, 50 * 4);
-    let tcp = uclient(
+    uclient_clean(
         &["-t", "-n", "50", "-m", "2", "-u", USER, "-w", PASS],
         port,
         peer_port,
+        50 * 2,
     )
     .await?;
-    assert_clean(&tcp, 50 * 2);
-    let send = uclient(
+    uclient_clean(
         &["-s", "-n", "30", "-m", "2", "-u", USER, "-w", PASS],
         port,
         peer_port,
+        30 * 2,
     )
     .await?;
-    assert_clean(&send, 30 * 2);
-    let c2c = uclient(
+    uclient_clean(
         &["-y", "-n", "30", "-m", "2", "-u", USER, "-w", PASS],
         port,
         peer_port,
+        30 * 2,
     )
     .await?;
-    assert_clean(&c2c, 30 * 2);
 
     let created = events
         .next_of("turn.allocation.created", Duration::from_secs(5))
@@ -253,13 +265,13 @@ async fn rest_secrets_rotate_and_wrong_secrets_fail() -> anyhow::Result<()> {
         .start()
         .await?;
     for secret in ["current", "previous"] {
-        let r = uclient(
+        uclient_clean(
             &["-W", secret, "-u", "alice", "-n", "20", "-m", "1", "-c"],
             port,
             peer_port,
+            20,
         )
         .await?;
-        assert_clean(&r, 20);
     }
     let bad = uclient(
         &["-W", "stolen", "-u", "alice", "-n", "5", "-m", "1", "-c"],
@@ -301,13 +313,13 @@ async fn database_users_from_the_cli() -> anyhow::Result<()> {
         format!("{REALM}\tdbuser")
     );
 
-    let r = uclient(
+    uclient_clean(
         &["-u", "dbuser", "-w", "dbpass", "-n", "20", "-m", "1", "-c"],
         port,
         peer_port,
+        20,
     )
     .await?;
-    assert_clean(&r, 20);
 
     let del = run(server.dir.path(), &["turn", "user", "del", "dbuser"], &env);
     assert!(del.status.success());
@@ -741,13 +753,13 @@ async fn tls_listener_relays_for_the_coturn_client() -> anyhow::Result<()> {
         .env("RTCPLANE__TURN__REDIS_STATSDB", "redis://127.0.0.1:6379/0")
         .start()
         .await?;
-    let r = uclient(
+    uclient_clean(
         &["-t", "-S", "-n", "30", "-m", "2", "-u", USER, "-w", PASS],
         tls_port,
         peer_port,
+        30 * 2,
     )
     .await?;
-    assert_clean(&r, 30 * 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
     task.abort();
     let statuses: Vec<String> = seen
@@ -776,13 +788,13 @@ async fn tls_listener_relays_for_the_coturn_client() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(plain.received, 0, "{}", plain.output);
-    let again = uclient(
+    uclient_clean(
         &["-t", "-S", "-n", "10", "-m", "1", "-u", USER, "-w", PASS],
         tls_port,
         peer_port,
+        10,
     )
     .await?;
-    assert_clean(&again, 10);
     Ok(())
 }
 
@@ -1359,15 +1371,15 @@ async fn coturn_redis_statistics_match_coturns_captured_output() -> anyhow::Resu
         .await?;
     let peer_port = free_udp_port();
     let _peer = Peer::start(peer_port)?;
-    let report = uclient(
+    uclient_clean(
         &[
             "-c", "-m", "2", "-n", "300", "-l", "120", "-z", "20", "-u", "alice", "-w", "alicepw",
         ],
         port,
         peer_port,
+        600,
     )
     .await?;
-    assert_clean(&report, 600);
     // Keys while allocations live: the status value, no TTL.
     let mut conn = redis::Client::open("redis://127.0.0.1:6379/0")?
         .get_multiplexed_async_connection()
