@@ -408,7 +408,7 @@ fn measure(server: &mut Child, receiver: &Receiver) -> anyhow::Result<Sample> {
         .map_err(|_| anyhow::anyhow!("lock"))?
         .clone();
     lat.sort_unstable();
-    let metrics = http_get(ADMIN_PORT, "/metrics")?;
+    let metrics = crate::http_get(ADMIN_PORT, "/metrics")?;
     let retries = metrics
         .lines()
         .find(|l| l.starts_with("rtcplane_webhook_deliveries_total{result=\"retry\"}"))
@@ -425,33 +425,15 @@ fn measure(server: &mut Child, receiver: &Receiver) -> anyhow::Result<Sample> {
     })
 }
 
-fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text)
-}
-
 fn wait_ready(server: &mut Child) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = server.try_wait()? {
             bail!("rtcplane exited with {status} before it was ready");
         }
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", ADMIN_PORT)) {
-            let _ = write!(
-                s,
-                "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-            );
-            let mut text = String::new();
-            let _ = s.read_to_string(&mut text);
-            if text.starts_with("HTTP/1.1 200") {
-                return Ok(());
-            }
+        if crate::http_get(ADMIN_PORT, "/readyz").is_ok_and(|text| text.starts_with("HTTP/1.1 200"))
+        {
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("rtcplane was not ready within 30 s");

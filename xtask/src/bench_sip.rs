@@ -7,8 +7,7 @@
 //! goal is 0), and the per-second REGISTER profile of the first refresh cycle (max second / mean second).
 //! For SIPp: wall time, CPU and peak RSS (`/usr/bin/time`), REGISTERs received.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,15 +72,7 @@ fn registers_received() -> anyhow::Result<u64> {
 }
 
 fn http_get(path: &str) -> anyhow::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", ADMIN_PORT))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text)
+    crate::http_get(ADMIN_PORT, path)
 }
 
 fn active_total() -> Option<u64> {

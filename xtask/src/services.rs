@@ -90,7 +90,7 @@ fn on_path(tool: &str) -> bool {
 }
 
 /// `apt-get install` (after one `apt-get update`); failures show in the missing-tool check that follows.
-pub(crate) fn install(package: &str) {
+fn install(package: &str) {
     static UPDATED: std::sync::Once = std::sync::Once::new();
     UPDATED.call_once(|| {
         let _ = Command::new("apt-get").args(["update", "-qq"]).status();
@@ -101,6 +101,21 @@ pub(crate) fn install(package: &str) {
         .status();
 }
 
+/// Installs the package of each missing tool; what is still missing afterwards, as "tool (Debian package p)".
+fn install_missing(tools: &[(&str, &str)]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (tool, package) in tools {
+        if !on_path(tool) {
+            eprintln!("    {tool} is missing; installing Debian package {package}");
+            install(package);
+        }
+        if !on_path(tool) {
+            missing.push(format!("{tool} (Debian package {package})"));
+        }
+    }
+    missing
+}
+
 fn reachable(addr: &str) -> bool {
     addr.parse::<SocketAddr>()
         .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
@@ -108,15 +123,12 @@ fn reachable(addr: &str) -> bool {
 
 /// Only the protocol peers (for benchmarks, which need no database).
 pub(crate) fn ensure_tools() -> anyhow::Result<()> {
-    let mut missing = Vec::new();
-    for (tool, package) in PEER_TOOLS {
-        if !on_path(tool) {
-            install(package);
-        }
-        if !on_path(tool) {
-            missing.push(format!("{tool} (Debian package {package})"));
-        }
-    }
+    ensure_installed(PEER_TOOLS)
+}
+
+/// Each `(tool, Debian package)`: installed when the tool is missing; still missing afterwards is an error.
+pub(crate) fn ensure_installed(tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing = install_missing(tools);
     if missing.is_empty() {
         Ok(())
     } else {
@@ -153,15 +165,7 @@ pub(crate) fn ensure() -> anyhow::Result<()> {
     {
         missing.push("the redis-server binary (tests run private Redis servers)".into());
     }
-    for (tool, package) in PEER_TOOLS {
-        if !on_path(tool) {
-            eprintln!("    {tool} is missing; installing Debian package {package}");
-            install(package);
-        }
-        if !on_path(tool) {
-            missing.push(format!("{tool} (Debian package {package})"));
-        }
-    }
+    missing.extend(install_missing(PEER_TOOLS));
     if !missing.is_empty() {
         bail!(
             "services the tests need are not available: {}",
