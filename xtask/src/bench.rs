@@ -16,6 +16,8 @@ use anyhow::{Context, bail};
 const USER: &str = "bench";
 const PASS: &str = "benchpass";
 const REALM: &str = "bench.rtcplane";
+/// Seconds one client run may take (`timeout`'s argument); the heaviest load takes about 10.
+const UCLIENT_TIMEOUT: &str = "120";
 
 #[derive(Clone, Copy, Debug)]
 struct Load {
@@ -232,6 +234,7 @@ fn run_coturn(load: Load, peer_port: u16, relay_threads: Option<usize>) -> anyho
     if let Some(t) = &threads {
         args.extend(["--relay-threads", t.as_str()]);
     }
+    port_free(port)?;
     let server = spawn("turnserver", &args)?;
     measure(server, port, load, peer_port)
 }
@@ -245,6 +248,7 @@ fn run_rtcplane(
     let port = 23_479;
     let dir = std::env::temp_dir().join(format!("rtcplane-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    port_free(port)?;
     let server = Command::new(bin)
         .arg("serve")
         .current_dir(&dir)
@@ -279,9 +283,13 @@ fn measure(mut server: Child, port: u16, load: Load, peer_port: u16) -> anyhow::
     let pid = server.id();
     let result = (|| -> anyhow::Result<Round> {
         wait_udp_stun(port)?;
+        // Whoever answered must be the server we started (a stray one on the port would be measured).
+        alive(&mut server)?;
         let cpu_before = cpu_seconds(pid)?;
         let started = Instant::now();
-        let mut cmd = Command::new("turnutils_uclient");
+        // Bounded in time: a client that never hears back would otherwise wait forever.
+        let mut cmd = Command::new("timeout");
+        cmd.args([UCLIENT_TIMEOUT, "turnutils_uclient"]);
         if load.c2c {
             cmd.arg("-y");
         }
@@ -310,8 +318,12 @@ fn measure(mut server: Child, port: u16, load: Load, peer_port: u16) -> anyhow::
             ])
             .output()
             .context("turnutils_uclient")?;
+        if out.status.code() == Some(124) {
+            bail!("turnutils_uclient did not finish within {UCLIENT_TIMEOUT} s");
+        }
         let wall = started.elapsed().as_secs_f64();
         let cpu = cpu_seconds(pid)? - cpu_before;
+        alive(&mut server)?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -350,6 +362,26 @@ fn measure(mut server: Child, port: u16, load: Load, peer_port: u16) -> anyhow::
     let _ = server.kill();
     let _ = server.wait();
     result
+}
+
+/// Fails if something else holds the server's UDP port: it, not the server under test, would answer.
+fn port_free(port: u16) -> anyhow::Result<()> {
+    std::net::UdpSocket::bind(("127.0.0.1", port))
+        .map(drop)
+        .with_context(|| {
+            format!("UDP port 127.0.0.1:{port} is taken by another process; stop it first")
+        })
+}
+
+/// Fails if the server has exited: its figures would be a dead process's (or, had another server answered on
+/// its port, that one's traffic with this one's CPU).
+fn alive(server: &mut Child) -> anyhow::Result<()> {
+    match server.try_wait()? {
+        None => Ok(()),
+        Some(status) => {
+            bail!("the server exited ({status}); is its port taken by another process?")
+        }
+    }
 }
 
 fn wait_udp_stun(port: u16) -> anyhow::Result<()> {
