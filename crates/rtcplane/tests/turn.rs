@@ -1150,9 +1150,23 @@ async fn allocate_as(
     user: &str,
     pass: &str,
 ) -> anyhow::Result<Result<Allocated, u16>> {
+    allocate_with(port, realm, user, pass, false).await
+}
+
+/// `allocate_as`, with DONT-FRAGMENT in the Allocate requests if `dont_fragment`.
+async fn allocate_with(
+    port: u16,
+    realm: &str,
+    user: &str,
+    pass: &str,
+    dont_fragment: bool,
+) -> anyhow::Result<Result<Allocated, u16>> {
     let c = Raw::new(port).await?;
     let udp = |e: &mut Encoder<'_>| {
         e.requested_transport(attr::TRANSPORT_UDP);
+        if dont_fragment {
+            e.attr(attr::DONT_FRAGMENT, &[]);
+        }
     };
     let resp = c
         .transact(&Req::new(Method::ALLOCATE).build(udp, None))
@@ -1728,6 +1742,34 @@ async fn killing_an_allocation_from_the_api_stops_its_relay_within_a_second() ->
     );
     sender.abort();
     Ok(())
+}
+
+/// DONT-FRAGMENT (RFC 8656 §7.2) is honoured, no longer refused with 420: the allocation is made and relays
+/// both ways. That its relayed socket sends with DF is checked by the turn-relay crate's sockopt tests:
+/// loopback's 64 KiB MTU never fragments, so no datagram here could show the difference.
+#[tokio::test]
+async fn dont_fragment_allocations_are_made_and_relay_both_ways() -> anyhow::Result<()> {
+    let port = free_dual_port();
+    let _server = turn_server(port).start().await?;
+    let a = allocate_with(port, REALM, USER, PASS, true)
+        .await?
+        .map_err(|c| anyhow::anyhow!("Allocate with DONT-FRAGMENT answered {c}"))?;
+    let peer = UdpSocket::bind("127.0.0.1:0").await?;
+    let peer_addr = peer.local_addr()?;
+    a.permit(peer_addr).await?;
+    a.send(peer_addr, b"to the peer, with DF").await?;
+    let mut buf = vec![0_u8; 2048];
+    let (n, from) =
+        tokio::time::timeout(Duration::from_secs(2), peer.recv_from(&mut buf)).await??;
+    assert_eq!(&buf[..n], b"to the peer, with DF");
+    assert_eq!(from, a.relayed, "sent from the relayed address");
+    peer.send_to(b"back to the client", a.relayed).await?;
+    let (n, _) =
+        tokio::time::timeout(Duration::from_secs(2), a.c.socket.recv_from(&mut buf)).await??;
+    let data = Message::decode(&buf[..n])?;
+    assert_eq!(data.method, Method::DATA);
+    assert_eq!(data.get(attr::DATA), Some(&b"back to the client"[..]));
+    a.delete().await
 }
 
 /// A backend for the auth callout: alice (password alicepw, quota 1), slow (answers after 3 s), denied

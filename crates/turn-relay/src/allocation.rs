@@ -338,6 +338,8 @@ pub(crate) struct Relay {
     pub(crate) socket: Arc<UdpSocket>,
     /// What the client is told (external address if configured).
     pub(crate) announced: SocketAddr,
+    /// Batched receives (`recvmmsg`) on `socket`; None if it could not be set up (read one at a time).
+    pub(crate) recv: Option<quinn_udp::UdpSocketState>,
 }
 
 /// An allocation.

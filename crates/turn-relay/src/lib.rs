@@ -20,6 +20,7 @@ mod metrics;
 pub mod observer;
 mod policy;
 mod server;
+mod sockopt;
 pub mod stun;
 mod tls;
 pub mod users;

@@ -192,7 +192,7 @@ impl Server {
             Ok(a) => a,
             Err(_) => return,
         };
-        let state = match quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&*socket)) {
+        let state = match crate::sockopt::batched_receive(&socket) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "turn: no batched receive on this socket; reading one datagram at a time");
@@ -726,13 +726,8 @@ impl Server {
                 |_| {},
             );
         };
-        if msg.dont_fragment() {
-            // We cannot set DF on relayed datagrams without unsafe socket options: RFC 8656 §7.2 says to
-            // answer as for an unknown comprehension-required attribute.
-            return self.error(msg, ErrorCode::UNKNOWN_ATTRIBUTE, Some(&auth), |e| {
-                e.unknown_attributes(&[attr::DONT_FRAGMENT]);
-            });
-        }
+        // DONT-FRAGMENT (RFC 8656 §7.2): DF on every datagram this allocation sends to peers.
+        let dont_fragment = msg.dont_fragment();
         let (Ok(even), Ok(token), Ok(family), Ok(additional)) = (
             msg.even_port(),
             msg.reservation_token(),
@@ -772,8 +767,10 @@ impl Server {
         if let Some(token) = token {
             match self.reservations.remove(&token) {
                 Some((_, (socket, until))) if until > Instant::now() => {
-                    let announced = self.announced(&socket);
-                    relays.push(Relay { socket, announced });
+                    match self.relay_for(socket, dont_fragment) {
+                        Some(r) => relays.push(r),
+                        None => return self.dont_fragment_unsupported(msg, &auth),
+                    }
                 }
                 _ => return self.error(msg, ErrorCode::INSUFFICIENT_CAPACITY, Some(&auth), |_| {}),
             }
@@ -795,8 +792,10 @@ impl Server {
             };
             match self.bind_relay(primary_ip, even).await {
                 Some((socket, reserved)) => {
-                    let announced = self.announced(&socket);
-                    relays.push(Relay { socket, announced });
+                    match self.relay_for(socket, dont_fragment) {
+                        Some(r) => relays.push(r),
+                        None => return self.dont_fragment_unsupported(msg, &auth),
+                    }
                     if let Some(next) = reserved {
                         let t: [u8; 8] = rand::random();
                         self.reservations
@@ -811,10 +810,10 @@ impl Server {
             if dual {
                 match self.relay.ip6 {
                     Some(ip6) => match self.bind_relay(ip6, None).await {
-                        Some((socket, _)) => {
-                            let announced = self.announced(&socket);
-                            relays.push(Relay { socket, announced });
-                        }
+                        Some((socket, _)) => match self.relay_for(socket, dont_fragment) {
+                            Some(r) => relays.push(r),
+                            None => return self.dont_fragment_unsupported(msg, &auth),
+                        },
                         None => v6_error = Some(ErrorCode::INSUFFICIENT_CAPACITY),
                     },
                     None => v6_error = Some(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED),
@@ -1120,12 +1119,8 @@ impl Server {
         else {
             return self.relay_loop_single(alloc, index).await;
         };
-        let state = match quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&*socket)) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(error = %e, "turn: no batched receive on a relayed socket");
-                return self.relay_loop_single(alloc, index).await;
-            }
+        let Some(state) = alloc.relays[index].recv.as_ref() else {
+            return self.relay_loop_single(alloc.clone(), index).await;
         };
         // Client datagrams that met a full send buffer, with their payload sizes: sent after the batch.
         let mut pending: Vec<(Vec<u8>, usize)> = Vec::new();
@@ -1458,6 +1453,36 @@ impl Server {
             (IpAddr::V4(_), Some(ext)) => SocketAddr::new(ext, local.port()),
             _ => local,
         }
+    }
+
+    /// A relayed address of a new allocation on `socket`: set up for batched receives (keeping the socket's
+    /// fragmentation), and with `dont_fragment` made to send with DF. None if DF cannot be set.
+    fn relay_for(&self, socket: Arc<UdpSocket>, dont_fragment: bool) -> Option<Relay> {
+        if dont_fragment && let Err(e) = crate::sockopt::forbid_fragmentation(&socket) {
+            tracing::warn!(error = %e, "turn: cannot set DF on a relayed socket");
+            return None;
+        }
+        let recv = match crate::sockopt::batched_receive(&socket) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::debug!(error = %e, "turn: no batched receive on a relayed socket");
+                None
+            }
+        };
+        let announced = self.announced(&socket);
+        Some(Relay {
+            socket,
+            announced,
+            recv,
+        })
+    }
+
+    /// The answer RFC 8656 §7.2 gives DONT-FRAGMENT where DF cannot be set: as for an unknown
+    /// comprehension-required attribute (420).
+    fn dont_fragment_unsupported(&self, msg: &Message<'_>, auth: &Authed) -> Vec<u8> {
+        self.error(msg, ErrorCode::UNKNOWN_ATTRIBUTE, Some(auth), |e| {
+            e.unknown_attributes(&[attr::DONT_FRAGMENT]);
+        })
     }
 
     /// Binds a relayed socket on a port of the range; with EVEN-PORT an even one, and with its R bit also
