@@ -206,33 +206,7 @@ impl Server {
             if socket.readable().await.is_err() {
                 continue;
             }
-            // A short batch means the queue was empty when the kernel looked: report WouldBlock so tokio
-            // clears the readiness now, instead of one more recvmmsg that would only say EAGAIN (a system
-            // call per wake-up under light load). tokio clears only if no readiness event arrived since the
-            // closure started (its tick check), so a datagram landing meanwhile still wakes the loop.
-            let mut got = 0;
-            let received = socket.try_io(tokio::io::Interest::READABLE, || {
-                let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
-                got = state.recv(
-                    quinn_udp::UdpSockRef::from(&*socket),
-                    &mut slices,
-                    &mut meta,
-                )?;
-                if got < RECV_BATCH {
-                    return Err(std::io::ErrorKind::WouldBlock.into());
-                }
-                Ok(got)
-            });
-            let n = match received {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => got,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    // ICMP errors surface here on some systems; keep serving.
-                    tracing::debug!(error = %e, "turn: udp receive error");
-                    continue;
-                }
-            };
+            let n = recv_batch(&socket, &state, &mut bufs, &mut meta);
             for (m, buf) in meta.iter().zip(&bufs).take(n) {
                 let from = match m.addr {
                     // A dual-stack socket reports IPv4 clients as mapped IPv6 addresses.
@@ -1107,7 +1081,7 @@ impl Server {
     /// For a UDP client, `recvmmsg` of up to [`RELAY_BATCH`] datagrams into this thread's buffers
     /// ([`RELAY_IN`], shared by every relayed socket's task on the thread), each framed and sent with no await
     /// in between. A short batch means the queue was empty, so the readiness is cleared at once instead of
-    /// one more receive that could only say EAGAIN (the listener's trick, see `run_udp`): one receive call
+    /// one more receive that could only say EAGAIN (`recv_batch`, as on the listener): one receive call
     /// per wake-up instead of two. Stream clients, and sockets that cannot be set up for it, take
     /// `relay_loop_single`.
     async fn relay_loop(self: Arc<Self>, alloc: Arc<Allocation>, index: usize) {
@@ -1130,23 +1104,7 @@ impl Server {
                 continue;
             }
             RELAY_IN.with_borrow_mut(|RelayIn { bufs, meta, out }| {
-                let mut got = 0;
-                let received = socket.try_io(tokio::io::Interest::READABLE, || {
-                    let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
-                    got = state.recv(quinn_udp::UdpSockRef::from(&*socket), &mut slices, meta)?;
-                    if got < RELAY_BATCH {
-                        return Err(std::io::ErrorKind::WouldBlock.into());
-                    }
-                    Ok(got)
-                });
-                let n = match received {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => got,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "turn: relayed socket receive error");
-                        0
-                    }
-                };
+                let n = recv_batch(&socket, state, bufs, meta);
                 for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
                     // With GRO one buffer holds several datagrams of `stride` bytes (the last may be shorter).
                     for data in buf[..m.len.min(buf.len())].chunks(m.stride.max(1)) {
@@ -1548,6 +1506,38 @@ impl RelayIn {
             bufs: std::array::from_fn(|_| vec![0_u8; MAX_DATAGRAM]),
             meta: [quinn_udp::RecvMeta::default(); RELAY_BATCH],
             out: Vec::with_capacity(MAX_DATAGRAM + 64),
+        }
+    }
+}
+
+/// One `recvmmsg` of up to N datagrams from `socket` into `bufs`: how many were read (0 for none, or on an
+/// error, which is logged; ICMP errors surface here on some systems and the socket keeps serving).
+///
+/// A short batch means the queue was empty when the kernel looked, so tokio is told WouldBlock and clears
+/// the readiness now, instead of one more call that could only answer EAGAIN (a system call per wake-up under
+/// light load). tokio clears only if no readiness event arrived since the call started (its tick check), so
+/// a datagram landing meanwhile still wakes the task.
+fn recv_batch<const N: usize>(
+    socket: &UdpSocket,
+    state: &quinn_udp::UdpSocketState,
+    bufs: &mut [Vec<u8>; N],
+    meta: &mut [quinn_udp::RecvMeta; N],
+) -> usize {
+    let mut got = 0;
+    let received = socket.try_io(tokio::io::Interest::READABLE, || {
+        let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
+        got = state.recv(quinn_udp::UdpSockRef::from(socket), &mut slices, meta)?;
+        if got < N {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(got)
+    });
+    match received {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => got,
+        Err(e) => {
+            tracing::debug!(error = %e, "turn: udp receive error");
+            0
         }
     }
 }
