@@ -221,9 +221,7 @@ impl Server {
                     server: local,
                     transport: Transport::Udp,
                 };
-                // With GRO one buffer holds several datagrams of `stride` bytes (the last may be shorter).
-                let stride = m.stride.max(1);
-                for datagram in buf[..m.len.min(buf.len())].chunks(stride) {
+                for datagram in datagrams(m, buf) {
                     // ChannelData, the bulk of the traffic, needs nothing but the 5-tuple.
                     if ChannelData::looks_like(datagram) {
                         self.channel_data_from_client(datagram, &tuple);
@@ -735,17 +733,12 @@ impl Server {
         let lifetime = self.granted_lifetime(msg);
 
         // Relayed sockets: a reserved one, or fresh ones per family.
-        let mut relays = Vec::with_capacity(2);
-        let mut reserved_token = None;
+        let mut sockets = Vec::with_capacity(2);
+        let mut reserved = None;
         let mut v6_error = None;
         if let Some(token) = token {
             match self.reservations.remove(&token) {
-                Some((_, (socket, until))) if until > Instant::now() => {
-                    match self.relay_for(socket, dont_fragment) {
-                        Some(r) => relays.push(r),
-                        None => return self.dont_fragment_unsupported(msg, &auth),
-                    }
-                }
+                Some((_, (socket, until))) if until > Instant::now() => sockets.push(socket),
                 _ => return self.error(msg, ErrorCode::INSUFFICIENT_CAPACITY, Some(&auth), |_| {}),
             }
         } else {
@@ -765,17 +758,9 @@ impl Server {
                 self.relay.ip4
             };
             match self.bind_relay(primary_ip, even).await {
-                Some((socket, reserved)) => {
-                    match self.relay_for(socket, dont_fragment) {
-                        Some(r) => relays.push(r),
-                        None => return self.dont_fragment_unsupported(msg, &auth),
-                    }
-                    if let Some(next) = reserved {
-                        let t: [u8; 8] = rand::random();
-                        self.reservations
-                            .insert(t, (next, Instant::now() + Duration::from_secs(30)));
-                        reserved_token = Some(t);
-                    }
+                Some((socket, next)) => {
+                    sockets.push(socket);
+                    reserved = next;
                 }
                 None => {
                     return self.error(msg, ErrorCode::INSUFFICIENT_CAPACITY, Some(&auth), |_| {});
@@ -784,16 +769,33 @@ impl Server {
             if dual {
                 match self.relay.ip6 {
                     Some(ip6) => match self.bind_relay(ip6, None).await {
-                        Some((socket, _)) => match self.relay_for(socket, dont_fragment) {
-                            Some(r) => relays.push(r),
-                            None => return self.dont_fragment_unsupported(msg, &auth),
-                        },
+                        Some((socket, _)) => sockets.push(socket),
                         None => v6_error = Some(ErrorCode::INSUFFICIENT_CAPACITY),
                     },
                     None => v6_error = Some(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED),
                 }
             }
         }
+        let mut relays = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            match self.relay_for(socket, dont_fragment) {
+                Some(r) => relays.push(r),
+                // RFC 8656 §7.2: where DF cannot be set, DONT-FRAGMENT is an unknown comprehension-required
+                // attribute.
+                None => {
+                    return self.error(msg, ErrorCode::UNKNOWN_ATTRIBUTE, Some(&auth), |e| {
+                        e.unknown_attributes(&[attr::DONT_FRAGMENT]);
+                    });
+                }
+            }
+        }
+        // EVEN-PORT with R: the next port, kept for the RESERVATION-TOKEN of a later Allocate.
+        let reserved_token = reserved.map(|next| {
+            let t: [u8; 8] = rand::random();
+            self.reservations
+                .insert(t, (next, Instant::now() + Duration::from_secs(30)));
+            t
+        });
 
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let owner = Owner {
@@ -1103,27 +1105,28 @@ impl Server {
             if socket.readable().await.is_err() {
                 continue;
             }
-            RELAY_IN.with_borrow_mut(|RelayIn { bufs, meta, out }| {
-                let n = recv_batch(&socket, state, bufs, meta);
-                for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
-                    // With GRO one buffer holds several datagrams of `stride` bytes (the last may be shorter).
-                    for data in buf[..m.len.min(buf.len())].chunks(m.stride.max(1)) {
-                        if !alloc.admit(Direction::ToClient, data.len()) {
-                            m::bandwidth_dropped(data.len());
-                            continue;
-                        }
-                        if !frame_for_client(&alloc, m.addr, data, false, out) {
-                            continue;
-                        }
-                        match to_client.try_send_to(out, *client) {
-                            Ok(_) => self.delivered_to_client(&alloc, data.len(), out.len()),
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                pending.push((out.clone(), data.len()));
+            RELAY_IN.with_borrow_mut(|RelayIn { bufs, meta }| {
+                LOCAL_OUT.with_borrow_mut(|out| {
+                    let n = recv_batch(&socket, state, bufs, meta);
+                    for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+                        for data in datagrams(m, buf) {
+                            if !alloc.admit(Direction::ToClient, data.len()) {
+                                m::bandwidth_dropped(data.len());
+                                continue;
                             }
-                            Err(_) => m::dropped("client_send_failed"),
+                            if !frame_for_client(&alloc, m.addr, data, false, out) {
+                                continue;
+                            }
+                            match to_client.try_send_to(out, *client) {
+                                Ok(_) => self.delivered_to_client(&alloc, data.len(), out.len()),
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                    pending.push((out.clone(), data.len()));
+                                }
+                                Err(_) => m::dropped("client_send_failed"),
+                            }
                         }
                     }
-                }
+                });
             });
             for (framed, n) in pending.drain(..) {
                 match to_client.send_to(&framed, client).await {
@@ -1189,19 +1192,14 @@ impl Server {
             m::bandwidth_dropped(data.len());
             return true;
         }
-        let delivered = LOCAL_OUT.with_borrow_mut(|out| {
-            let sent = frame_for_client(&target, source, data, false, out)
-                && socket.try_send_to(out, *client).is_ok();
-            if sent {
-                target.counters.client_tx(out.len());
+        LOCAL_OUT.with_borrow_mut(|out| {
+            if frame_for_client(&target, source, data, false, out)
+                && socket.try_send_to(out, *client).is_ok()
+            {
+                self.delivered_to_client(&target, data.len(), out.len());
+                self.data_metrics.fast_path();
             }
-            sent
         });
-        if delivered {
-            target.counters.received(data.len());
-            self.data_metrics.to_client(data.len());
-            self.data_metrics.fast_path();
-        }
         true
     }
 
@@ -1435,14 +1433,6 @@ impl Server {
         })
     }
 
-    /// The answer RFC 8656 §7.2 gives DONT-FRAGMENT where DF cannot be set: as for an unknown
-    /// comprehension-required attribute (420).
-    fn dont_fragment_unsupported(&self, msg: &Message<'_>, auth: &Authed) -> Vec<u8> {
-        self.error(msg, ErrorCode::UNKNOWN_ATTRIBUTE, Some(auth), |e| {
-            e.unknown_attributes(&[attr::DONT_FRAGMENT]);
-        })
-    }
-
     /// Binds a relayed socket on a port of the range; with EVEN-PORT an even one, and with its R bit also
     /// the next port, returned for a reservation.
     async fn bind_relay(
@@ -1486,18 +1476,18 @@ impl Server {
 }
 
 thread_local! {
-    /// Output buffer of the in-process fast path (one per runtime thread, reused: no allocation per packet).
+    /// Output buffer for framing peer datagrams for clients, on the in-process fast path and in the relayed
+    /// sockets' tasks (one per runtime thread, reused: no allocation per packet; used between awaits only).
     static LOCAL_OUT: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(MAX_DATAGRAM + 64));
-    /// Receive and output buffers of the relayed sockets' tasks on this runtime thread (see `relay_loop`).
+    /// Receive buffers of the relayed sockets' tasks on this runtime thread (see `relay_loop`).
     static RELAY_IN: std::cell::RefCell<RelayIn> = std::cell::RefCell::new(RelayIn::new());
 }
 
-/// Buffers for reading a relayed socket and framing what it read: one set per runtime thread, shared by all
-/// of the thread's relayed sockets (a task uses them between two awaits only), instead of 64 KiB per socket.
+/// Buffers for reading a relayed socket: one set per runtime thread, shared by all of the thread's relayed
+/// sockets (a task uses them between two awaits only), instead of 64 KiB per socket.
 struct RelayIn {
     bufs: [Vec<u8>; RELAY_BATCH],
     meta: [quinn_udp::RecvMeta; RELAY_BATCH],
-    out: Vec<u8>,
 }
 
 impl RelayIn {
@@ -1505,9 +1495,14 @@ impl RelayIn {
         Self {
             bufs: std::array::from_fn(|_| vec![0_u8; MAX_DATAGRAM]),
             meta: [quinn_udp::RecvMeta::default(); RELAY_BATCH],
-            out: Vec::with_capacity(MAX_DATAGRAM + 64),
         }
     }
+}
+
+/// The datagrams in one received buffer: with GRO one buffer holds several of `stride` bytes (the last may be
+/// shorter), else just one.
+fn datagrams<'a>(m: &quinn_udp::RecvMeta, buf: &'a [u8]) -> std::slice::Chunks<'a, u8> {
+    buf[..m.len.min(buf.len())].chunks(m.stride.max(1))
 }
 
 /// One `recvmmsg` of up to N datagrams from `socket` into `bufs`: how many were read (0 for none, or on an
