@@ -99,6 +99,31 @@ fn wrong_types_and_env_typos_are_named() {
 }
 
 #[test]
+fn an_impossible_listener_buffer_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = run(
+        dir.path(),
+        &["check-config"],
+        &[("RTCPLANE__TURN__LISTEN_UDP_BUFFER", "4294967296".into())],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("turn.listen_udp_buffer"),
+        "{}",
+        stderr(&o)
+    );
+    // 0 (the OS default) and coturn's 2 MiB are fine.
+    for ok in ["0", "2097152"] {
+        let o = run(
+            dir.path(),
+            &["check-config"],
+            &[("RTCPLANE__TURN__LISTEN_UDP_BUFFER", ok.into())],
+        );
+        assert_eq!(o.status.code(), Some(0), "{ok}: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn check_config_hides_secrets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let o = run(

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::IpRange;
 
+/// The largest `listen_udp_buffer`: the kernel takes the size as a C int and doubles it.
+const MAX_UDP_BUFFER: usize = 1 << 30;
+
 /// The TURN relay's configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -18,6 +21,11 @@ pub struct Config {
     /// UDP listeners (coturn `listening-ip` + `listening-port`).
     #[serde(deserialize_with = "addr_list")]
     pub listen_udp: Vec<SocketAddr>,
+    /// Receive and send buffer asked for on each UDP listener, bytes; 0 = the OS default. One socket takes
+    /// every client's datagrams, so a burst that outruns the relay for a moment queues here instead of being
+    /// dropped. coturn asks for 2 MiB on its listeners. The kernel caps it at `net.core.rmem_max` /
+    /// `net.core.wmem_max` (a warning at start says so).
+    pub listen_udp_buffer: usize,
     /// TCP listeners (RFC 8656 stream framing).
     #[serde(deserialize_with = "addr_list")]
     pub listen_tcp: Vec<SocketAddr>,
@@ -111,6 +119,7 @@ impl Default for Config {
             enabled: true,
             realm: "rtcplane".into(),
             listen_udp: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
+            listen_udp_buffer: 2 << 20,
             listen_tcp: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
             listen_tls: Vec::new(),
             tls_cert: String::new(),
@@ -210,6 +219,12 @@ impl Config {
             return Err(err(
                 "listen_udp",
                 "no listener: set listen_udp, listen_tcp or listen_tls",
+            ));
+        }
+        if self.listen_udp_buffer > MAX_UDP_BUFFER {
+            return Err(err(
+                "listen_udp_buffer",
+                format!("at most {MAX_UDP_BUFFER} bytes (0 = the OS default)"),
             ));
         }
         if !self.listen_tls.is_empty() && (self.tls_cert.is_empty() || self.tls_key.is_empty()) {

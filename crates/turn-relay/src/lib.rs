@@ -186,6 +186,30 @@ fn resolve_relay_ip(config: &Config) -> IpAddr {
     })
 }
 
+/// Sizes a UDP listener's buffers (`listen_udp_buffer`; 0 leaves the OS default). A cap the kernel applies
+/// is logged with the sysctls that set it; the listener serves either way.
+fn listener_buffers(socket: &UdpSocket, addr: SocketAddr, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    match sockopt::set_buffers(socket, bytes) {
+        Ok(got) if got.capped(bytes) => tracing::warn!(
+            %addr,
+            asked = bytes,
+            recv = got.recv / 2,
+            send = got.send / 2,
+            "turn: the kernel capped this UDP listener's buffers (listen_udp_buffer); raise \
+             net.core.rmem_max and net.core.wmem_max, or bursts may be dropped"
+        ),
+        Ok(got) => {
+            tracing::debug!(%addr, recv = got.recv / 2, send = got.send / 2, "turn: UDP listener buffers")
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "turn: cannot size this UDP listener's buffers (listen_udp_buffer)")
+        }
+    }
+}
+
 /// Binds TCP listeners for `key`, returning their bound addresses and the listeners.
 async fn bind_streams(
     key: &'static str,
@@ -337,7 +361,9 @@ pub async fn start_with(
                 addr,
                 source,
             })?;
-        udp.push(socket.local_addr().unwrap_or(addr));
+        let bound = socket.local_addr().unwrap_or(addr);
+        listener_buffers(&socket, bound, config.listen_udp_buffer);
+        udp.push(bound);
         udp_sockets.push(Arc::new(socket));
     }
     let (tcp, tcp_listeners) = bind_streams("listen_tcp", &config.listen_tcp).await?;

@@ -1,5 +1,6 @@
 //! Socket options the relay sets on its UDP sockets: batched receives (quinn-udp) without quinn-udp's
-//! "never fragment", and DONT-FRAGMENT (RFC 8656 §7.2) on the relayed sockets of allocations that ask for it.
+//! "never fragment", DONT-FRAGMENT (RFC 8656 §7.2) on the relayed sockets of allocations that ask for it,
+//! and the listeners' buffer sizes.
 //!
 //! quinn-udp is made for QUIC, which sizes its own packets: setting a socket up for `recvmmsg` also sets
 //! `IP_PMTUDISC_PROBE` (and on IPv6 sockets `IPV6_PMTUDISC_PROBE` and `IPV6_DONTFRAG`), so a datagram
@@ -82,6 +83,32 @@ pub(crate) fn forbid_fragmentation(socket: &tokio::net::UdpSocket) -> std::io::R
     }
 }
 
+/// Buffer sizes as the kernel reports them: Linux reports twice the size set (the other half is its
+/// bookkeeping), capped at `net.core.rmem_max` / `net.core.wmem_max` before doubling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Buffers {
+    pub(crate) recv: usize,
+    pub(crate) send: usize,
+}
+
+impl Buffers {
+    /// Did the kernel give less than `asked` (in either direction)?
+    pub(crate) fn capped(&self, asked: usize) -> bool {
+        self.recv < asked.saturating_mul(2) || self.send < asked.saturating_mul(2)
+    }
+}
+
+/// Asks for `bytes` of receive and send buffer on `socket` (SO_RCVBUF, SO_SNDBUF) and returns what it got.
+/// The system's caps are respected (no SO_RCVBUFFORCE): they are the operator's to raise.
+pub(crate) fn set_buffers<S: AsFd>(socket: &S, bytes: usize) -> std::io::Result<Buffers> {
+    sockopt::set_socket_recv_buffer_size(socket, bytes)?;
+    sockopt::set_socket_send_buffer_size(socket, bytes)?;
+    Ok(Buffers {
+        recv: sockopt::socket_recv_buffer_size(socket)?,
+        send: sockopt::socket_send_buffer_size(socket)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +151,46 @@ mod tests {
             Fragmentation::read(&v6, true).v6,
             Some((Ipv6PathMtuDiscovery::DO, true))
         );
+    }
+
+    fn sysctl(name: &str) -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .expect("sysctl")
+            .trim()
+            .parse()
+            .expect("number")
+    }
+
+    #[tokio::test]
+    async fn listener_buffers_are_set_and_caps_reported() {
+        let (rmem_max, wmem_max) = (sysctl("rmem_max"), sysctl("wmem_max"));
+        let s = socket("127.0.0.1:0").await;
+        let default = Buffers {
+            recv: sockopt::socket_recv_buffer_size(&s).expect("rcvbuf"),
+            send: sockopt::socket_send_buffer_size(&s).expect("sndbuf"),
+        };
+        // Within the caps: granted (reported doubled), and different from what the socket had.
+        let asked = rmem_max.min(wmem_max).min(1 << 20);
+        let got = set_buffers(&s, asked).expect("set");
+        assert_eq!(
+            got,
+            Buffers {
+                recv: 2 * asked,
+                send: 2 * asked
+            }
+        );
+        assert!(!got.capped(asked));
+        assert_ne!(got, default);
+        // Beyond the caps: what the caps allow, and said to be capped.
+        let beyond = rmem_max.max(wmem_max) * 2;
+        let got = set_buffers(&s, beyond).expect("set");
+        assert_eq!(
+            got,
+            Buffers {
+                recv: 2 * rmem_max,
+                send: 2 * wmem_max
+            }
+        );
+        assert!(got.capped(beyond));
     }
 }
