@@ -78,6 +78,8 @@ const PEER_TOOLS: &[(&str, &str)] = &[
     // The SIP bench seeds its 20,000 accounts with it; /usr/bin/time measures SIPp.
     ("sqlite3", "sqlite3"),
     ("/usr/bin/time", "time"),
+    // The TURN tests read a listener's socket buffers with it.
+    ("ss", "iproute2"),
 ];
 
 /// A command on the PATH, or (for an absolute path) a file that exists.

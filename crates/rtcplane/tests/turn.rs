@@ -1772,6 +1772,47 @@ async fn dont_fragment_allocations_are_made_and_relay_both_ways() -> anyhow::Res
     a.delete().await
 }
 
+/// The receive buffer (`rb`) of the UDP socket bound to 127.0.0.1:`port`, as `ss` reports it.
+fn udp_rcvbuf(port: u16) -> anyhow::Result<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-uanmH", "src", &format!("127.0.0.1:{port}")])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rb = text
+        .split(|c: char| c == ',' || c == '(' || c.is_whitespace())
+        .find_map(|f| f.strip_prefix("rb"))
+        .ok_or_else(|| anyhow::anyhow!("no rb in ss output: {text:?}"))?;
+    Ok(rb.parse()?)
+}
+
+fn sysctl(name: &str) -> anyhow::Result<u64> {
+    Ok(
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))?
+            .trim()
+            .parse()?,
+    )
+}
+
+#[tokio::test]
+async fn udp_listener_buffers_follow_listen_udp_buffer() -> anyhow::Result<()> {
+    // Within this machine's cap (Linux reports twice the size set), and the OS default with 0.
+    let asked = sysctl("rmem_max")?.min(sysctl("wmem_max")?).min(1 << 20) - 4096;
+    let port = free_dual_port();
+    let server = turn_server(port)
+        .env("RTCPLANE__TURN__LISTEN_UDP_BUFFER", asked.to_string())
+        .start()
+        .await?;
+    assert_eq!(udp_rcvbuf(port)?, 2 * asked);
+    drop(server);
+    let port = free_dual_port();
+    let _server = turn_server(port)
+        .env("RTCPLANE__TURN__LISTEN_UDP_BUFFER", "0")
+        .start()
+        .await?;
+    assert_eq!(udp_rcvbuf(port)?, sysctl("rmem_default")?);
+    Ok(())
+}
+
 /// A backend for the auth callout: alice (password alicepw, quota 1), slow (answers after 3 s), denied
 /// (403), full (429); counts calls per user.
 async fn callout_backend() -> anyhow::Result<(

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::IpRange;
 
 /// The largest `listen_udp_buffer`: the kernel takes the size as a C int and doubles it.
-const MAX_UDP_BUFFER: usize = 1 << 30;
+const MAX_UDP_BUFFER: usize = i32::MAX as usize / 2;
 
 /// The TURN relay's configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
