@@ -6,6 +6,12 @@
 //! mean RTT, and from /proc the server's CPU seconds (utime + stime) and peak RSS (VmHWM). The table shows
 //! medians and the rtcplane/coturn ratios; packets per CPU-second is the figure DESIGN.md targets. Two
 //! comparisons: both servers at their defaults, and both on one relay thread.
+//!
+//! Two more figures put the ratios in proportion on a noisy machine: the range of the per-round ratios
+//! (each round runs both servers back to back), and for echo loads the echo peer's own CPU seconds. The
+//! peer receives and sends each echoed datagram once, so twice its CPU is roughly what the kernel alone
+//! charges a relay for the same traffic (a relay receives and sends every datagram twice): no TURN server
+//! can go below that floor, and the closer both servers are to it, the less room a ratio has to move.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -37,6 +43,8 @@ struct Round {
     rtt_ms: f64,
     cpu_s: f64,
     rss_mb: f64,
+    /// CPU seconds of the echo peer during the load (0 for client-to-client loads).
+    peer_cpu_s: f64,
 }
 
 impl Round {
@@ -108,10 +116,22 @@ pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
                 }
                 for i in order {
                     let (name, threads) = variants[i];
-                    let r = if name.starts_with("coturn") {
-                        run_coturn(load, peer_port, threads)?
-                    } else {
-                        run_rtcplane(&rtcplane, load, peer_port, threads)?
+                    let run = || {
+                        if name.starts_with("coturn") {
+                            run_coturn(load, peer_port, peer.id(), threads)
+                        } else {
+                            run_rtcplane(&rtcplane, load, peer_port, peer.id(), threads)
+                        }
+                    };
+                    // turnutils_uclient gives up on any error, and one of its own is random: it binds two
+                    // random channel numbers per client (0x4000-0x7FFF), and when they collide the second bind
+                    // is a conflict (400, from coturn too). One more try; a second failure ends the run.
+                    let r = match run() {
+                        Ok(r) => r,
+                        Err(e) => {
+                            eprintln!("    round {round} {name:<12} failed ({e:#}); once more");
+                            run()?
+                        }
                     };
                     eprintln!(
                         "    round {round} {name:<12} {:>9.0} pkt/s  loss {:>5.2}%  rtt {:>6.3} ms  cpu {:>6.3} s  rss {:>6.1} MB",
@@ -135,8 +155,8 @@ pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
     for (li, &load) in loads.iter().enumerate() {
         let r = &results[li];
         for (label, c, o) in [
-            ("defaults (multi-threaded)", median(&r[0]), median(&r[1])),
-            ("one relay thread each", median(&r[2]), median(&r[3])),
+            ("defaults (multi-threaded)", &r[0], &r[1]),
+            ("one relay thread each", &r[2], &r[3]),
         ] {
             table(&mut out, label, load, rounds, c, o);
         }
@@ -146,7 +166,8 @@ pub(crate) fn turn(root: &Path, rounds: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn table(out: &mut String, label: &str, load: Load, rounds: u32, c: Round, o: Round) {
+fn table(out: &mut String, label: &str, load: Load, rounds: u32, cs: &[Round], os: &[Round]) {
+    let (c, o) = (median(cs), median(os));
     out.push_str(&format!(
         "\nturn relay, {}, {label}: {} clients x {} messages x {} bytes every {} ms, UDP, median of {rounds} alternating rounds\n",
         if load.c2c { "client to client (-y)" } else { "client to echo peer" },
@@ -173,6 +194,30 @@ fn table(out: &mut String, label: &str, load: Load, rounds: u32, c: Round, o: Ro
     row("server CPU s", c.cpu_s, o.cpu_s, out);
     row("peak RSS MB", c.rss_mb, o.rss_mb, out);
     row("packets per CPU-s", c.per_cpu(), o.per_cpu(), out);
+    // Per-round ratios: how far the noise reaches.
+    let mut ratios: Vec<f64> = cs
+        .iter()
+        .zip(os)
+        .filter(|(c, _)| c.per_cpu() > 0.0)
+        .map(|(c, o)| o.per_cpu() / c.per_cpu())
+        .collect();
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    if let (Some(lo), Some(hi)) = (ratios.first(), ratios.last()) {
+        out.push_str(&format!(
+            "{:<22}{:>38}\n",
+            "  ratio, per round",
+            format!("{lo:.2} to {hi:.2}")
+        ));
+    }
+    if !load.c2c {
+        row("echo peer CPU s", c.peer_cpu_s, o.peer_cpu_s, out);
+        out.push_str(&format!(
+            "{:<22}{:>14.3}{:>14.3}\n",
+            "  server / 2x peer",
+            c.cpu_s / (2.0 * c.peer_cpu_s).max(f64::MIN_POSITIVE),
+            o.cpu_s / (2.0 * o.peer_cpu_s).max(f64::MIN_POSITIVE)
+        ));
+    }
 }
 
 fn median(rounds: &[Round]) -> Round {
@@ -188,6 +233,7 @@ fn median(rounds: &[Round]) -> Round {
         rtt_ms: pick(|r| r.rtt_ms),
         cpu_s: pick(|r| r.cpu_s),
         rss_mb: pick(|r| r.rss_mb),
+        peer_cpu_s: pick(|r| r.peer_cpu_s),
     }
 }
 
@@ -200,7 +246,12 @@ fn spawn(program: &str, args: &[&str]) -> anyhow::Result<Child> {
         .with_context(|| format!("cannot start {program}"))
 }
 
-fn run_coturn(load: Load, peer_port: u16, relay_threads: Option<usize>) -> anyhow::Result<Round> {
+fn run_coturn(
+    load: Load,
+    peer_port: u16,
+    peer_pid: u32,
+    relay_threads: Option<usize>,
+) -> anyhow::Result<Round> {
     let port = 23_478;
     let user = format!("{USER}:{PASS}");
     let threads = relay_threads.map(|t| t.to_string());
@@ -236,13 +287,14 @@ fn run_coturn(load: Load, peer_port: u16, relay_threads: Option<usize>) -> anyho
     }
     port_free(port)?;
     let server = spawn("turnserver", &args)?;
-    measure(server, port, load, peer_port)
+    measure(server, port, load, peer_port, peer_pid)
 }
 
 fn run_rtcplane(
     bin: &Path,
     load: Load,
     peer_port: u16,
+    peer_pid: u32,
     worker_threads: Option<usize>,
 ) -> anyhow::Result<Round> {
     let port = 23_479;
@@ -273,19 +325,27 @@ fn run_rtcplane(
         .stderr(Stdio::null())
         .spawn()
         .context("cannot start rtcplane")?;
-    let r = measure(server, port, load, peer_port);
+    let r = measure(server, port, load, peer_port, peer_pid);
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
 
-/// Waits for the server, runs the client load, reads the server's CPU and memory, stops it.
-fn measure(mut server: Child, port: u16, load: Load, peer_port: u16) -> anyhow::Result<Round> {
+/// Waits for the server, runs the client load, reads the server's (and the echo peer's) CPU and the
+/// server's memory, stops it.
+fn measure(
+    mut server: Child,
+    port: u16,
+    load: Load,
+    peer_port: u16,
+    peer_pid: u32,
+) -> anyhow::Result<Round> {
     let pid = server.id();
     let result = (|| -> anyhow::Result<Round> {
         wait_udp_stun(port)?;
         // Whoever answered must be the server we started (a stray one on the port would be measured).
         alive(&mut server)?;
         let cpu_before = cpu_seconds(pid)?;
+        let peer_before = cpu_seconds(peer_pid)?;
         let started = Instant::now();
         // Bounded in time: a client that never hears back would otherwise wait forever.
         let mut cmd = Command::new("timeout");
@@ -323,6 +383,7 @@ fn measure(mut server: Child, port: u16, load: Load, peer_port: u16) -> anyhow::
         }
         let wall = started.elapsed().as_secs_f64();
         let cpu = cpu_seconds(pid)? - cpu_before;
+        let peer_cpu = cpu_seconds(peer_pid)? - peer_before;
         alive(&mut server)?;
         let text = format!(
             "{}{}",
@@ -342,7 +403,15 @@ fn measure(mut server: Child, port: u16, load: Load, peer_port: u16) -> anyhow::
                         .ok()
                 })
         };
-        let sent = last("tot_send_msgs=").context("uclient printed no totals")?;
+        let sent = last("tot_send_msgs=").with_context(|| {
+            format!(
+                "turnutils_uclient printed no totals; its last line: {:?}",
+                text.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+            )
+        })?;
         let received = last("tot_recv_msgs=").unwrap_or(0.0);
         if sent == 0.0 {
             bail!("no traffic: {text}");
@@ -357,6 +426,7 @@ fn measure(mut server: Child, port: u16, load: Load, peer_port: u16) -> anyhow::
             rtt_ms: last("Average round trip delay").unwrap_or(0.0),
             cpu_s: cpu,
             rss_mb: peak_rss_mb(pid)?,
+            peer_cpu_s: if load.c2c { 0.0 } else { peer_cpu },
         })
     })();
     let _ = server.kill();

@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
             Some("turn") => bench::turn(
                 &root,
                 args.get(2)
-                    .map_or(Ok(3), |s| s.parse())
+                    .map_or(Ok(5), |s| s.parse())
                     .context("rounds must be a number")?,
             ),
             Some("events") => bench_events::events(
@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         ),
         _ => {
             bail!(
-                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  helm-lint  render the Helm chart for every ci/*-values.yaml and validate it offline\n  image      build deploy/Dockerfile with podman and run the image (serve, probes, STUN, non-root)\n  fuzz T [S] run fuzz target T (turn, hooks, sip) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 3)\n  bench events [R]  events end to end into a local webhook receiver, SQLite and PostgreSQL\n  bench hooks [R]   SRS on_publish decisions: static rule, token, stream key vs a bare axum handler\n  bench sip [R]     20,000 SIP accounts at the Kamailio fixture: rtcplane's agent vs SIPp at the same rate\n  bench rooms [R]   Loop room cycles (join, status, leave) in 100 rooms, SQLite and PostgreSQL"
+                "usage: cargo xtask <task>\n\n  ci         fmt, clippy, config check and all tests on the real services (what .ci/run runs)\n  test       all tests (services must be up)\n  services   check/start PostgreSQL, MariaDB and Redis\n  helm-lint  render the Helm chart for every ci/*-values.yaml and validate it offline\n  image      build deploy/Dockerfile with podman and run the image (serve, probes, STUN, non-root)\n  fuzz T [S] run fuzz target T (turn, hooks, sip) for S seconds (default 60), with cargo-fuzz on nightly\n  bench turn [R]  rtcplane vs coturn turnserver, R alternating rounds (default 5)\n  bench events [R]  events end to end into a local webhook receiver, SQLite and PostgreSQL\n  bench hooks [R]   SRS on_publish decisions: static rule, token, stream key vs a bare axum handler\n  bench sip [R]     20,000 SIP accounts at the Kamailio fixture: rtcplane's agent vs SIPp at the same rate\n  bench rooms [R]   Loop room cycles (join, status, leave) in 100 rooms, SQLite and PostgreSQL"
             )
         }
     }
