@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::udp::UdpSocket;
 use tokio::io::AsyncWriteExt;
-use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -67,13 +67,8 @@ pub(crate) enum ClientSink {
 impl ClientSink {
     pub(crate) async fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
-            // A datagram socket is almost always writable: try first, wait only if it is not.
-            Self::Udp { socket, client } => match socket.try_send_to(bytes, *client) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    socket.send_to(bytes, client).await.map(|_| ())
-                }
-                r => r.map(|_| ()),
-            },
+            // Tried at once; a full send buffer is waited out for a moment (`udp::SEND_WAIT`).
+            Self::Udp { socket, client } => socket.send_to(bytes, *client).await.map(|_| ()),
             Self::Stream(w) => {
                 let mut w = w.lock().await;
                 w.write_all(bytes).await?;

@@ -23,6 +23,7 @@ mod server;
 mod sockopt;
 pub mod stun;
 mod tls;
+mod udp;
 pub mod users;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -31,9 +32,11 @@ use std::time::Duration;
 
 use rtcplane_event_bus::Bus;
 use rtcplane_storage::Storage;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::udp::UdpSocket;
 
 pub use allocation::{FiveTuple, Transport};
 pub use auth::rest_password;

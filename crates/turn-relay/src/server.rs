@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,6 +32,7 @@ use crate::stun::{
     ChannelData, Class, DecodeError, Encoder, ErrorCode, IntegrityError, IntegrityKind,
     LongTermKey, Message, Method, PasswordAlgorithm, TransactionId, attr, frame_len,
 };
+use crate::udp::UdpSocket;
 
 /// Largest message we handle (a UDP datagram).
 const MAX_DATAGRAM: usize = 65536;
@@ -192,7 +193,7 @@ impl Server {
             Ok(a) => a,
             Err(_) => return,
         };
-        let state = match crate::sockopt::batched_receive(&socket) {
+        let state = match crate::sockopt::batched_receive(&*socket, local.is_ipv6()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "turn: no batched receive on this socket; reading one datagram at a time");
@@ -203,10 +204,10 @@ impl Server {
         let mut meta = [quinn_udp::RecvMeta::default(); RECV_BATCH];
         // No shutdown branch: the task is aborted at shutdown (see `start`).
         loop {
-            if socket.readable().await.is_err() {
-                continue;
-            }
-            let n = recv_batch(&socket, &state, &mut bufs, &mut meta);
+            let n = match socket.readable().await {
+                Ok(mut ready) => recv_batch(&mut ready, &state, &mut bufs, &mut meta),
+                Err(_) => continue,
+            };
             for (m, buf) in meta.iter().zip(&bufs).take(n) {
                 let from = match m.addr {
                     // A dual-stack socket reports IPv4 clients as mapped IPv6 addresses.
@@ -1102,12 +1103,12 @@ impl Server {
         let mut pending: Vec<(Vec<u8>, usize)> = Vec::new();
         // No cancellation branch: the allocation's expiry task aborts this one when the allocation ends.
         loop {
-            if socket.readable().await.is_err() {
+            let Ok(mut ready) = socket.readable().await else {
                 continue;
-            }
+            };
             RELAY_IN.with_borrow_mut(|RelayIn { bufs, meta }| {
                 LOCAL_OUT.with_borrow_mut(|out| {
-                    let n = recv_batch(&socket, state, bufs, meta);
+                    let n = recv_batch(&mut ready, state, bufs, meta);
                     for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
                         for data in datagrams(m, buf) {
                             if !alloc.admit(Direction::ToClient, data.len()) {
@@ -1128,8 +1129,9 @@ impl Server {
                     }
                 });
             });
+            drop(ready);
             for (framed, n) in pending.drain(..) {
-                match to_client.send_to(&framed, client).await {
+                match to_client.send_to(&framed, *client).await {
                     Ok(_) => self.delivered_to_client(&alloc, n, framed.len()),
                     Err(_) => m::dropped("client_send_failed"),
                 }
@@ -1414,11 +1416,12 @@ impl Server {
     /// A relayed address of a new allocation on `socket`: set up for batched receives (keeping the socket's
     /// fragmentation), and with `dont_fragment` made to send with DF. None if DF cannot be set.
     fn relay_for(&self, socket: Arc<UdpSocket>, dont_fragment: bool) -> Option<Relay> {
-        if dont_fragment && let Err(e) = crate::sockopt::forbid_fragmentation(&socket) {
+        let ipv6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        if dont_fragment && let Err(e) = crate::sockopt::forbid_fragmentation(&*socket, ipv6) {
             tracing::warn!(error = %e, "turn: cannot set DF on a relayed socket");
             return None;
         }
-        let recv = match crate::sockopt::batched_receive(&socket) {
+        let recv = match crate::sockopt::batched_receive(&*socket, ipv6) {
             Ok(state) => Some(state),
             Err(e) => {
                 tracing::debug!(error = %e, "turn: no batched receive on a relayed socket");
@@ -1513,24 +1516,29 @@ fn datagrams<'a>(m: &quinn_udp::RecvMeta, buf: &'a [u8]) -> std::slice::Chunks<'
 /// light load). tokio clears only if no readiness event arrived since the call started (its tick check), so
 /// a datagram landing meanwhile still wakes the task.
 fn recv_batch<const N: usize>(
-    socket: &UdpSocket,
+    ready: &mut crate::udp::Readable<'_>,
     state: &quinn_udp::UdpSocketState,
     bufs: &mut [Vec<u8>; N],
     meta: &mut [quinn_udp::RecvMeta; N],
 ) -> usize {
     let mut got = 0;
-    let received = socket.try_io(tokio::io::Interest::READABLE, || {
+    let received = ready.try_io(|socket| {
         let mut slices = bufs.each_mut().map(|b| std::io::IoSliceMut::new(b));
-        got = state.recv(quinn_udp::UdpSockRef::from(socket), &mut slices, meta)?;
+        got = state.recv(
+            quinn_udp::UdpSockRef::from(socket.get_ref()),
+            &mut slices,
+            meta,
+        )?;
         if got < N {
             return Err(std::io::ErrorKind::WouldBlock.into());
         }
         Ok(got)
     });
     match received {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => got,
-        Err(e) => {
+        Ok(Ok(n)) => n,
+        // WouldBlock: the readiness is cleared (a short batch, or nothing to read).
+        Err(_) => got,
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "turn: udp receive error");
             0
         }

@@ -56,10 +56,10 @@ impl Fragmentation {
 
 /// quinn-udp's receive state for `socket` (`recvmmsg`, GRO), with the socket's fragmentation settings as
 /// they were before (see the module's documentation).
-pub(crate) fn batched_receive(
-    socket: &tokio::net::UdpSocket,
+pub(crate) fn batched_receive<S: AsFd>(
+    socket: &S,
+    ipv6: bool,
 ) -> std::io::Result<quinn_udp::UdpSocketState> {
-    let ipv6 = socket.local_addr()?.is_ipv6();
     let saved = Fragmentation::read(socket, ipv6);
     let state = quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(socket))?;
     saved.restore(socket)?;
@@ -68,8 +68,8 @@ pub(crate) fn batched_receive(
 
 /// DONT-FRAGMENT: every datagram sent from `socket` carries DF (IPv4) or is never fragmented by this host
 /// (IPv6); one larger than the path MTU is refused by the kernel and dropped (counted), not fragmented.
-pub(crate) fn forbid_fragmentation(socket: &tokio::net::UdpSocket) -> std::io::Result<()> {
-    if socket.local_addr()?.is_ipv6() {
+pub(crate) fn forbid_fragmentation<S: AsFd>(socket: &S, ipv6: bool) -> std::io::Result<()> {
+    if ipv6 {
         sockopt::set_ipv6_mtu_discover(socket, Ipv6PathMtuDiscovery::DO)?;
         nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::Ipv6DontFrag, &true)?;
         // An IPv6 socket that is not v6-only also sends to IPv4-mapped peers.
@@ -132,7 +132,7 @@ mod tests {
                 before,
                 "{addr}: quinn-udp changes it"
             );
-            batched_receive(&s).expect("batched receive");
+            batched_receive(&s, ipv6).expect("batched receive");
             assert_eq!(Fragmentation::read(&s, ipv6), before, "{addr}: restored");
         }
     }
@@ -140,13 +140,13 @@ mod tests {
     #[tokio::test]
     async fn dont_fragment_sets_df() {
         let v4 = socket("127.0.0.1:0").await;
-        forbid_fragmentation(&v4).expect("v4");
+        forbid_fragmentation(&v4, false).expect("v4");
         assert_eq!(
             sockopt::ip_mtu_discover(&v4).ok(),
             Some(Ipv4PathMtuDiscovery::DO)
         );
         let v6 = socket("[::1]:0").await;
-        forbid_fragmentation(&v6).expect("v6");
+        forbid_fragmentation(&v6, true).expect("v6");
         assert_eq!(
             Fragmentation::read(&v6, true).v6,
             Some((Ipv6PathMtuDiscovery::DO, true))
