@@ -74,51 +74,38 @@ fn check_config_names_an_unknown_key_and_exits_2() {
     assert!(stdout(&o).is_empty());
 }
 
+/// `rtcplane check-config` with one environment variable set.
+fn check_config_env(dir: &std::path::Path, var: &str, value: &str) -> std::process::Output {
+    run(dir, &["check-config"], &[(var, value.into())])
+}
+
+/// Refused (exit 2), naming `key`.
+fn assert_refused_naming(o: &std::process::Output, key: &str) {
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(o).contains(key), "{}", stderr(o));
+}
+
 #[test]
 fn wrong_types_and_env_typos_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = run(
-        dir.path(),
-        &["check-config"],
-        &[("RTCPLANE__STORAGE__MAX_CONNECTIONS", "lots".into())],
-    );
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("storage.max_connections"),
-        "{}",
-        stderr(&o)
-    );
-
-    let o = run(
-        dir.path(),
-        &["check-config"],
-        &[("RTCPLANE__HTTP__ADMIN_LISTN", "127.0.0.1:1".into())],
-    );
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("http.admin_listn"), "{}", stderr(&o));
+    let o = check_config_env(dir.path(), "RTCPLANE__STORAGE__MAX_CONNECTIONS", "lots");
+    assert_refused_naming(&o, "storage.max_connections");
+    let o = check_config_env(dir.path(), "RTCPLANE__HTTP__ADMIN_LISTN", "127.0.0.1:1");
+    assert_refused_naming(&o, "http.admin_listn");
 }
 
 #[test]
 fn an_impossible_listener_buffer_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = run(
+    let o = check_config_env(
         dir.path(),
-        &["check-config"],
-        &[("RTCPLANE__TURN__LISTEN_UDP_BUFFER", "4294967296".into())],
+        "RTCPLANE__TURN__LISTEN_UDP_BUFFER",
+        "4294967296",
     );
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("turn.listen_udp_buffer"),
-        "{}",
-        stderr(&o)
-    );
+    assert_refused_naming(&o, "turn.listen_udp_buffer");
     // 0 (the OS default) and coturn's 2 MiB are fine.
     for ok in ["0", "2097152"] {
-        let o = run(
-            dir.path(),
-            &["check-config"],
-            &[("RTCPLANE__TURN__LISTEN_UDP_BUFFER", ok.into())],
-        );
+        let o = check_config_env(dir.path(), "RTCPLANE__TURN__LISTEN_UDP_BUFFER", ok);
         assert_eq!(o.status.code(), Some(0), "{ok}: {}", stderr(&o));
     }
 }

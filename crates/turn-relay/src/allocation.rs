@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::udp::UdpSocket;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::observer::{AllocationInfo, Traffic};
 use crate::stun::TransactionId;
+use crate::udp::UdpSocket;
 
 /// RFC 8656 §9: permissions last 300 s.
 pub(crate) const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);

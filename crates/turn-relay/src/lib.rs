@@ -357,13 +357,11 @@ pub async fn start_with(
     let mut udp = Vec::new();
     let mut udp_sockets = Vec::new();
     for &addr in &config.listen_udp {
-        let socket = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                key: "listen_udp",
-                addr,
-                source,
-            })?;
+        let socket = UdpSocket::bind(addr).map_err(|source| StartError::Bind {
+            key: "listen_udp",
+            addr,
+            source,
+        })?;
         let bound = socket.local_addr().unwrap_or(addr);
         listener_buffers(&socket, bound, config.listen_udp_buffer);
         udp.push(bound);

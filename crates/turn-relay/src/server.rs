@@ -1403,10 +1403,8 @@ impl Server {
 
     // ---------------------------------------------------------------- relay ports
 
-    fn announced(&self, socket: &UdpSocket) -> SocketAddr {
-        let local = socket
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    /// The address announced for a relayed socket bound to `local` (`external_ip` for IPv4, if set).
+    fn announced(&self, local: SocketAddr) -> SocketAddr {
         match (local.ip(), self.relay.external4) {
             (IpAddr::V4(_), Some(ext)) => SocketAddr::new(ext, local.port()),
             _ => local,
@@ -1416,7 +1414,10 @@ impl Server {
     /// A relayed address of a new allocation on `socket`: set up for batched receives (keeping the socket's
     /// fragmentation), and with `dont_fragment` made to send with DF. None if DF cannot be set.
     fn relay_for(&self, socket: Arc<UdpSocket>, dont_fragment: bool) -> Option<Relay> {
-        let ipv6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        let local = socket
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        let ipv6 = local.is_ipv6();
         if dont_fragment && let Err(e) = crate::sockopt::forbid_fragmentation(&*socket, ipv6) {
             tracing::warn!(error = %e, "turn: cannot set DF on a relayed socket");
             return None;
@@ -1428,7 +1429,7 @@ impl Server {
                 None
             }
         };
-        let announced = self.announced(&socket);
+        let announced = self.announced(local);
         Some(Relay {
             socket,
             announced,
@@ -1454,14 +1455,14 @@ impl Server {
             if even.is_some() && !port.is_multiple_of(2) {
                 continue;
             }
-            let Ok(socket) = UdpSocket::bind(SocketAddr::new(ip, port)).await else {
+            let Ok(socket) = UdpSocket::bind(SocketAddr::new(ip, port)) else {
                 continue;
             };
             if even == Some(true) {
                 if u64::from(port) + 1 > max {
                     continue;
                 }
-                let Ok(next) = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await else {
+                let Ok(next) = UdpSocket::bind(SocketAddr::new(ip, port + 1)) else {
                     continue;
                 };
                 return Some((Arc::new(socket), Some(Arc::new(next))));

@@ -32,8 +32,8 @@ pub(crate) struct UdpSocket {
 pub(crate) type Readable<'a> = AsyncFdReadyGuard<'a, std::net::UdpSocket>;
 
 impl UdpSocket {
-    /// Binds `addr` (in the caller's thread: binding a UDP socket does not block).
-    pub(crate) async fn bind(addr: SocketAddr) -> io::Result<Self> {
+    /// Binds `addr` and registers the socket with the current runtime (binding a UDP socket does not block).
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Self> {
         Self::from_std(std::net::UdpSocket::bind(addr)?)
     }
 
@@ -103,15 +103,9 @@ mod tests {
 
     #[tokio::test]
     async fn sends_and_receives_both_ways() {
-        let a = UdpSocket::bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind a");
-        let b = UdpSocket::bind("[::1]:0".parse().expect("addr"))
-            .await
-            .expect("bind b");
-        let b4 = UdpSocket::bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind b4");
+        let a = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind a");
+        let b = UdpSocket::bind("[::1]:0".parse().expect("addr")).expect("bind b");
+        let b4 = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind b4");
         let mut buf = [0_u8; 64];
         a.send_to(b"ping", b4.local_addr().expect("addr"))
             .await
@@ -177,9 +171,7 @@ mod tests {
         use std::os::fd::AsRawFd;
         const EPOLLIN: u32 = 0x1;
         const EPOLLOUT: u32 = 0x4;
-        let ours = UdpSocket::bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind");
+        let ours = UdpSocket::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let events = epoll_events(ours.as_fd().as_raw_fd());
         assert!(!events.is_empty(), "registered");
         assert!(
